@@ -1,0 +1,54 @@
+"""Collect every notebook in nbs/ as a pytest test through nbval, so that `pytest` runs the tests in tests/ and
+executes every chapter: code, documentation and tests cannot drift apart.
+
+- Notebooks are executed from output-stripped copies held in memory: `nbdev_clean` keeps outputs but drops
+  execution counts, which nbval would otherwise reject ("Unrun reference cell has outputs").
+- Outputs are not compared (nbval's lax mode): a notebook passes when every cell runs without error, and its
+  cells assert what they claim (fastcore's test_eq, test_close, test_fail).
+- Cells marked with nbdev's test flags (`#| slow`, `#| cuda`, `#| notest`) or `#| eval: false` are skipped, as
+  `nbdev_test` skips them; SSL_AE_TEST_FLAGS="slow cuda" switches flags on.
+- Notebooks whose name starts with `_` are scratch (nbdev ignores them too); nbs/_proc is nbdev's build output.
+"""
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbval.plugin import CURRENT_ENV_KERNEL_NAME, IPyNbCell, IPyNbFile, RunningKernel
+
+sys.path.insert(0, str(Path(__file__).parent / "tests"))
+from nbflags import skip_reason  # noqa: E402
+
+NBS = Path(__file__).parent / "nbs"
+
+
+class NotebookFile(IPyNbFile):
+    "A notebook run as a test: stripped of outputs, flagged cells skipped, outputs not compared."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compare_outputs = False
+
+    def setup(self):  # always the kernel of the environment running pytest
+        self.kernel = RunningKernel(CURRENT_ENV_KERNEL_NAME, cwd=str(self.path.parent),
+                                    startup_timeout=self.config.option.nbval_kernel_startup_timeout)
+        self.setup_sanitize_files()
+
+    def collect(self):
+        nb = nbformat.read(str(self.path), as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code": cell.outputs, cell.execution_count = [], None
+        self.nb = nb
+        for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            item = IPyNbCell.from_parent(self, name=f"Cell {number}", cell_num=number, cell=cell,
+                                         options={"check": False, "skip": False, "check_exception": False})
+            reason = skip_reason(cell.source)
+            if reason: item.add_marker(pytest.mark.skip(reason=f"{reason} cell (nbdev test flag)"))
+            yield item
+
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix != ".ipynb" or not file_path.is_relative_to(NBS): return None
+    rel = file_path.relative_to(NBS)
+    if any(part.startswith(("_", ".")) for part in rel.parts): return None
+    return NotebookFile.from_parent(parent, path=file_path)

@@ -1,0 +1,34 @@
+"""Execute notebooks top to bottom in place, so their saved outputs are real, skipping the cells that
+nbdev's test flags mark (`#| slow`, `#| cuda`, `#| notest`, `#| eval: false`) unless switched on with
+SSL_AE_TEST_FLAGS. Usage: python tests/execute_notebooks.py nbs/00_data.ipynb [more.ipynb ...]"""
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nbflags import skip_reason  # noqa: E402
+
+
+class FlaggedClient(NotebookClient):
+    "Runs every cell but those skipped by the nbdev test flags (whose old outputs are cleared)."
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if cell.cell_type == "code" and skip_reason(cell.source):
+            cell.outputs, cell.execution_count = [], None
+            return cell
+        return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+
+
+def execute(path: Path, timeout: int = 1800):
+    nb = nbformat.read(path, as_version=4)
+    FlaggedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        start = time.time()
+        execute(Path(name))
+        print(f"{name}: {time.time() - start:.0f} s")

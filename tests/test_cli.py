@@ -1,0 +1,29 @@
+"""The installed `ssl_ae` console command, run as a user runs it."""
+import json
+import subprocess
+
+
+def ssl_ae(*args, timeout=300):
+    return subprocess.run(["ssl_ae", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_augment_json():
+    run = ssl_ae("bench", "augment", "--json", "--images", "2048")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)  # exactly one JSON object on stdout
+    assert {"ours_views_per_s", "torchvision_views_per_s", "speedup"} <= set(result)
+    assert result["speedup"] == result["ours_views_per_s"] / result["torchvision_views_per_s"]
+
+
+def test_help_explains_every_flag():
+    run = ssl_ae("bench", "augment", "--help")
+    assert run.returncode == 0
+    for flag in ("--json", "--images", "--batch-size", "--workers", "--preset"): assert flag in run.stdout
+
+
+def test_bad_input_is_one_line_and_status_2():
+    run = ssl_ae("bench", "augment", "--preset", "nope")
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().count("\n") == 0 and "choose one of simsiam_cifar" in run.stderr
+    run = ssl_ae("bench", "augment", "--images", "0")
+    assert run.returncode == 2 and "must be a positive whole number" in run.stderr

@@ -1,0 +1,65 @@
+"""The project's promises about itself: dependencies, the README's commands, an import without side effects."""
+import configparser
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).parents[1]
+TEST_COMMAND = 'pip install -e ".[dev]" && pytest'
+
+
+def settings():
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini")
+    return cfg["DEFAULT"]
+
+
+def test_runtime_dependencies_are_the_agreed_few():
+    names = {re.split(r"[<>=!~ ]", r)[0] for r in settings()["requirements"].split()}
+    assert names == {"torch", "torchvision", "matplotlib", "ipywidgets", "tqdm"}
+
+
+def test_dev_extra_pins_nbdev_2():
+    dev = settings()["dev_requirements"].split()
+    for pin in ("nbdev==2.4.14", "execnb<0.2", "fastcore<2", "ghapi<2", "jupyterlab", "pytest", "nbval"): assert pin in dev
+
+
+def _shell_commands(markdown: str) -> list:
+    blocks = re.findall(r"```(?:sh|bash)\n(.*?)```", markdown, flags=re.S)
+    return [line.strip() for b in blocks for line in b.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_readme_and_index_agree_on_the_quick_start():
+    readme = _shell_commands((ROOT / "README.md").read_text())
+    index = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
+    index_cmds = _shell_commands("\n".join(c.source for c in index.cells if c.cell_type == "markdown"))
+    assert TEST_COMMAND in readme and TEST_COMMAND in index_cmds
+    quick = [c for c in readme if c.startswith("ssl_ae ")]
+    assert quick and quick == [c for c in index_cmds if c.startswith("ssl_ae ")]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert TEST_COMMAND in ci
+
+
+def test_import_has_no_side_effects():
+    "Importing every module touches no GPU and starts no download."
+    code = ("import torch, socket\n"
+            "def refuse(*a, **k): raise AssertionError('network used at import')\n"
+            "socket.socket.connect = refuse\n"
+            "import ssl_ae.data, ssl_ae.augment, ssl_ae.bench, ssl_ae.cli\n"
+            "assert not torch.cuda.is_initialized()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_every_module_has_its_notebook():
+    modidx = (ROOT / "ssl_ae" / "_modidx.py").read_text()
+    for module in (ROOT / "ssl_ae").glob("*.py"):
+        if module.name.startswith("_"): continue
+        assert f"'ssl_ae.{module.stem}'" in modidx, f"{module.name} is not exported from a notebook"
