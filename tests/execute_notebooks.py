@@ -1,6 +1,7 @@
 """Execute notebooks top to bottom in place, so their saved outputs are real, skipping the cells that
 nbdev's test flags mark (`#| slow`, `#| cuda`, `#| notest`, `#| eval: false`) unless switched on with
-SSL_AE_TEST_FLAGS. Usage: python tests/execute_notebooks.py nbs/00_data.ipynb [more.ipynb ...]"""
+SSL_AE_TEST_FLAGS; a skipped cell keeps the outputs of its last real run (e.g. a slow cell run once with
+SSL_AE_TEST_FLAGS=slow). Usage: python tests/execute_notebooks.py nbs/00_data.ipynb [more.ipynb ...]"""
 import sys
 import time
 from pathlib import Path
@@ -13,10 +14,9 @@ from nbflags import skip_reason  # noqa: E402
 
 
 class FlaggedClient(NotebookClient):
-    "Runs every cell but those skipped by the nbdev test flags (whose old outputs are cleared)."
+    "Runs every cell but those skipped by the nbdev test flags, which keep the outputs of their last real run."
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if cell.cell_type == "code" and skip_reason(cell.source):
-            cell.outputs, cell.execution_count = [], None
             return cell
         return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 

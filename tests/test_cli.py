@@ -27,3 +27,30 @@ def test_bad_input_is_one_line_and_status_2():
     assert run.stderr.strip().count("\n") == 0 and "choose one of simsiam_cifar" in run.stderr
     run = ssl_ae("bench", "augment", "--images", "0")
     assert run.returncode == 2 and "must be a positive whole number" in run.stderr
+
+
+def test_pretrain_bad_input_fails_fast_with_one_line(tmp_path):
+    import time
+    corrupt = tmp_path / "last.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    cases = [(["--w", "1.5"], "w must be in [0, 1]; got 1.5"),
+             (["--method", "simsiam_gs", "--lam", "1.5"], "lam must be in (0, 1]; got 1.5"),
+             (["--method", "nope"], "invalid choice: 'nope'"),
+             (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+             (["--dataset", "mnist", "--data", str(tmp_path / "empty")], "mnist (train split) not found: looked in"),
+             (["--resume", str(corrupt)], "is not a readable checkpoint")]
+    for args, expected in cases:
+        start = time.time()
+        run = ssl_ae("pretrain", *args, "--out", str(tmp_path / "out"))
+        assert run.returncode == 2, (args, run.stderr)
+        assert expected in run.stderr and run.stderr.strip().count("\n") == 0, (args, run.stderr)
+        assert time.time() - start < 30, args
+    run = ssl_ae("evaluate", str(corrupt))
+    assert run.returncode == 2 and "is not a readable checkpoint" in run.stderr and run.stderr.strip().count("\n") == 0
+
+
+def test_pretrain_help_explains_every_flag():
+    run = ssl_ae("pretrain", "--help")
+    assert run.returncode == 0
+    for flag in ("--method", "--dataset", "--epochs", "--w", "--lam", "--alpha", "--out", "--resume", "--device", "--compile", "--no-amp"):
+        assert flag in run.stdout
