@@ -64,3 +64,28 @@ def test_every_module_has_its_notebook():
     for module in (ROOT / "ssl_ae").glob("*.py"):
         if module.name.startswith("_"): continue
         assert f"'ssl_ae.{module.stem}'" in modidx, f"{module.name} is not exported from a notebook"
+
+
+TUTORIALS = sorted((ROOT / "nbs" / "tutorials").glob("[0-9]*.ipynb"))
+
+
+def test_four_tutorials_each_with_badge_colab_install_modes_and_cost():
+    "Each tutorial opens in Colab, installs itself only there, switches modes with paper_scale() and states its cost."
+    assert [t.stem for t in TUTORIALS] == ["01_sidae", "02_aasae", "03_dae_embedding", "04_graded_similarity"]
+    for path in TUTORIALS:
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells)
+        assert f"colab.research.google.com/github/ssl-ae/ssl_ae/blob/main/nbs/tutorials/{path.name}" in text, path.name
+        install = [c.source for c in nb.cells if c.cell_type == "code" and "pip" in c.source]
+        assert len(install) == 1 and 'if "google.colab" in sys.modules' in install[0], path.name
+        assert "FULL = paper_scale()" in text, path.name
+        assert "minutes on a 2-core CPU" in text and "Paper-scale cost" in text, path.name
+        assert "Where ours differ, and why" in text, path.name
+        assert not any("#| export" in c.source for c in nb.cells), f"{path.name}: tutorials are not exported"
+
+
+def test_index_and_readme_link_every_tutorial():
+    index = "\n".join(c.source for c in nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4).cells)
+    readme = (ROOT / "README.md").read_text()
+    for path in TUTORIALS:
+        assert f"tutorials/{path.name}" in index and f"tutorials/{path.stem}" in readme, path.name
