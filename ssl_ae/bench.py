@@ -97,7 +97,7 @@ def bench_eval(backbone: str = "small", images: int = 2000, epochs: int = 50, de
     x, y = load_dataset("toy", split="train"); xt, yt = load_dataset("toy", split="test")
     x, y = x[:images], y[:images]
     m = build_method("sidae", backbone=backbone).to(dev).eval()
-    p = dataclasses.replace(PROTOCOLS["sidae"], epochs=epochs)
+    p = dataclasses.replace(PROTOCOLS["package"], epochs=epochs)
     t = time.perf_counter()
     linear_probe(extract_features(m, x), y, extract_features(m, xt), yt, p, device=dev)
     cached = time.perf_counter() - t

@@ -15,7 +15,7 @@ __all__ = ['QUICKSTART', 'parser', 'config_from_args', 'main']
 
 # %% ../nbs/09_cli.ipynb #8fabe959
 QUICKSTART = dict(backbone="small", epochs=18, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
-                  augment="toy", options={"w": 0.5, "dim": 256, "projector_layers": 2})
+                  augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})
 
 # %% ../nbs/09_cli.ipynb #9f595219
 _OPTION_FLAGS = {  # flag -> (method option, type, help)
@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     from ssl_ae.augment import PRESETS
     from ssl_ae.data import DATASETS
     from ssl_ae.methods import BACKBONES, METHODS
+    from ssl_ae.papers import PAPERS, PROTOCOLS
     p = _Parser(prog="ssl_ae", description="Self-supervised autoencoders for images: SidAE, AASAE, DAE + embedding losses, graded similarity.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -66,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--schedule", choices=["cosine", "warmup_constant", "warmup_cosine", "constant"], help="learning-rate schedule")
     pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs")
     pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET", help=f"augmentation preset: {', '.join(PRESETS)}")
+    pre.add_argument("--paper", choices=list(PAPERS), help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
     for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
     pre.add_argument("--limit", type=_positive, help="use only the first N training images")
     pre.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation (default: 0)")
@@ -78,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                      help="continue from CHECKPOINT (default: OUT/last.pt); --epochs extends the run")
-    pre.add_argument("--protocol", default="sidae", choices=["sidae", "white"], help="linear-probe protocol (default: sidae)")
+    pre.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol: package (SidAE's, with standardised features and BatchNorm re-estimated), or a paper's (default: package)")
     pre.add_argument("--no-recalibrate", action="store_true", help="probe without re-estimating BatchNorm statistics on clean images")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(run=_pretrain)
@@ -88,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
                                     "standard error) and kNN accuracy. Writes evaluation.json next to the checkpoint.")
     ev.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
     ev.add_argument("--data", default=None, help="folder holding the data set (default: the one the run used)")
-    ev.add_argument("--protocol", default="sidae", choices=["sidae", "white"], help="linear-probe protocol (default: sidae)")
+    ev.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol (default: package)")
     ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 0.01)")
     ev.add_argument("--seeds", type=_positive, default=3, help="repeats per fraction (default: 3)")
     ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
@@ -131,7 +133,7 @@ def config_from_args(args):
     from ssl_ae.train import Config
     fields = dict(method=args.method or "sidae", dataset=args.dataset, data=args.data, download=args.download, seed=args.seed, device=args.device,
                   amp=not args.no_amp, compile=args.compile, checkpoint_every=args.checkpoint_every, keep_every=args.keep_every, out=args.out,
-                  limit=args.limit)
+                  limit=args.limit, paper=args.paper)
     for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "augment"):
         if getattr(args, name) is not None: fields[name] = getattr(args, name)
     options = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
@@ -152,7 +154,7 @@ def _pretrain(args) -> int:
     if resume:
         from ssl_ae.train import load_checkpoint
         load_checkpoint(resume, method=args.method)  # fail fast, with the reason (and refuse another method's checkpoint)
-    s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol, recalibrate=not args.no_recalibrate,
+    s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol, recalibrate=False if args.no_recalibrate else None,
                               progress=not args.quiet, **overrides)
     print()
     print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epochs on {s['device']}, {s['seconds']:.0f} s")
@@ -165,7 +167,8 @@ def _pretrain(args) -> int:
 
 def _evaluate(args) -> int:
     from ssl_ae.data import default_device, load_dataset
-    from ssl_ae.evaluate import encoder_features, load_method, probe_table
+    import dataclasses
+    from ssl_ae.evaluate import PROTOCOLS, encoder_features, load_method, probe_images, probe_table
     from ssl_ae.train import knn_accuracy, load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
@@ -173,10 +176,13 @@ def _evaluate(args) -> int:
     data = args.data or cfg["data"]
     method = load_method(args.checkpoint, device)
     xtr, ytr = load_dataset(cfg["dataset"], data, "train"); xte, yte = load_dataset(cfg["dataset"], data, "test")
-    ftr, fte = encoder_features(method, xtr, xte, recalibrate=not args.no_recalibrate)
-    table = probe_table(ftr, ytr, fte, yte, fractions=tuple(args.fractions), seeds=tuple(range(args.seeds)), protocol=args.protocol)
+    p = PROTOCOLS[args.protocol]
+    if args.no_recalibrate: p = dataclasses.replace(p, recalibrate=False)
+    ftr, fte = encoder_features(method, xtr, xte, recalibrate=p.recalibrate)
+    fractions, seeds = tuple(args.fractions), tuple(range(args.seeds))
+    table = probe_table(ftr, ytr, fte, yte, fractions, seeds, p) if p.augment is None else probe_images(method, xtr, ytr, xte, yte, fractions, seeds, p)
     result = {"checkpoint": str(args.checkpoint), "method": cfg["method"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"],
-              "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte), "protocol": args.protocol,
+              "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
               "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
     Path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
     if args.json: print(json.dumps(result)); return 0

@@ -10,7 +10,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -20,10 +20,11 @@ from torch import nn
 from .augment import PRESETS, Views
 from .data import DeviceLoader, check_images, label_subset, load_dataset
 from .methods import build_method, channel_stats
+from .papers import PROTOCOLS, Protocol, protocol as _protocol
 from .train import Config, Trainer, eval_mode, extract_features, knn_accuracy, load_checkpoint, plot_history
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'recalibrate_bn', 'encoder_features', 'Protocol', 'linear_probe', 'mean_se', 'probe_table',
+__all__ = ['recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'probe_table', 'augmented_probe', 'probe_images',
            'probe_method', 'markdown_table', 'fine_tune', 'supervised_baseline', 'kmeans_inertia', 'view_similarity',
            'retrieval', 'load_method', 'accuracy_curve', 'seeded_views', 'reconstruct_views', 'plot_reconstructions',
            'random_init', 'pretrain_and_evaluate']
@@ -47,49 +48,39 @@ def encoder_features(method: nn.Module, train_images: torch.Tensor, test_images:
     return extract_features(enc, train_images), extract_features(enc, test_images)
 
 # %% ../nbs/06_evaluate.ipynb #3a2d4c7f
-@dataclass(frozen=True)
-class Protocol:
-    "Optimisation settings of a linear probe or fine-tuning run."
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    batch_size: int = 256
-    epochs: int = 50
-    weight_decay: float = 0.0
-
-PROTOCOLS = {"sidae": Protocol(), "white": Protocol(optimizer="adam", lr=1e-3, batch_size=512, epochs=200)}
-
-def _protocol(p) -> Protocol:
-    if isinstance(p, Protocol): return p
-    if p not in PROTOCOLS: raise ValueError(f"Unknown protocol {p!r}; choose one of {', '.join(PROTOCOLS)}.")
-    return PROTOCOLS[p]
-
 def _optimizer(params, p: Protocol):
-    if p.optimizer == "sgd": return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    if p.optimizer == "sgd": return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay)
     return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+
+def _train_linear(batches, n_features: int, n_classes: int, p: Protocol, seed: int, device):
+    "A linear classifier trained by cross-entropy on `batches()`, an iterable of (features, labels) made anew each epoch."
+    torch.manual_seed(seed)
+    clf = nn.Linear(n_features, n_classes).to(device)
+    opt = _optimizer(clf.parameters(), p)
+    for _ in range(p.epochs):
+        for f, y in batches():
+            loss = F.cross_entropy(clf(f), y)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return clf
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, # (N, D), (N,)
                  test_features: torch.Tensor, test_labels: torch.Tensor, # (M, D), (M,)
-                 protocol: str | Protocol = "sidae", # "sidae", "white" or a Protocol
+                 protocol: str | Protocol = "package", # a key of `PROTOCOLS` or a Protocol
                  seed: int = 0, # initialisation and batch order of the classifier
                  device=None, # where to train (default: CUDA if available)
                 ) -> float:
-    "Test accuracy of a linear classifier trained on frozen, standardised features (unlabelled rows, label −1, are skipped)."
+    "Test accuracy of a linear classifier trained on frozen features (unlabelled rows, label −1, are skipped)."
     p = _protocol(protocol)
+    if p.augment is not None: raise ValueError(f"this protocol trains on augmented images ({p.augment!r}); use augmented_probe or probe_images, which have the images.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     keep = train_labels >= 0
     x, y = train_features[keep].float(), train_labels[keep]
-    mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
+    mu, sd = (x.mean(0), x.std(0).clamp(min=1e-6)) if p.standardize else (0.0, 1.0)
     x, xt = ((x - mu) / sd).to(device), ((test_features.float() - mu) / sd).to(device)
     y, yt = y.to(device), test_labels.to(device)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    clf = nn.Linear(x.shape[1], int(y.max()) + 1).to(device)
-    opt = _optimizer(clf.parameters(), p)
-    for _ in range(p.epochs):
-        for idx in torch.randperm(len(x), generator=g).to(device).split(p.batch_size):
-            loss = F.cross_entropy(clf(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    batches = lambda: ((x[i], y[i]) for i in torch.randperm(len(x), generator=g).to(device).split(p.batch_size))
+    clf = _train_linear(batches, x.shape[1], int(y.max()) + 1, p, seed, device)
     with torch.no_grad(): return (clf(xt).argmax(1) == yt).float().mean().item()
 
 # %% ../nbs/06_evaluate.ipynb #cf14ce81
@@ -101,7 +92,7 @@ def mean_se(values) -> tuple[float, float]:
 def probe_table(train_features, train_labels, test_features, test_labels,
                 fractions=(1.0, 0.01), # shares of the labelled training set
                 seeds=(0, 1, 2), # classifier seeds, one repeat each
-                protocol: str | Protocol = "sidae",
+                protocol: str | Protocol = "package",
                 subset_seed: int = 0, # fixes each label subset, shared by all repeats (and methods)
                ) -> dict:
     "{fraction: (mean accuracy, standard error)} of linear probes over `seeds`, each fraction's subset fixed by `subset_seed`."
@@ -112,16 +103,54 @@ def probe_table(train_features, train_labels, test_features, test_labels,
     return table
 
 # %% ../nbs/06_evaluate.ipynb #6867943f
+@torch.no_grad()
+def _features_of(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with eval_mode(enc): return enc.features(x).float()
+
+def augmented_probe(method: nn.Module, # a trained method; it is not changed
+                    train_images: torch.Tensor, train_labels: torch.Tensor, # uint8 (N, 3, H, W), (N,)
+                    test_images: torch.Tensor, test_labels: torch.Tensor,
+                    protocol: str | Protocol = "gs_simclr", # a protocol with `augment` set
+                    seed: int = 0, device=None) -> float:
+    "Test accuracy of a linear classifier on a frozen encoder, trained on freshly augmented training images every epoch."
+    p = _protocol(protocol)
+    if p.augment is None: raise ValueError("this protocol trains on clean images; use linear_probe on cached features (probe_images does).")
+    keep = train_labels >= 0
+    enc = recalibrate_bn(method, train_images[keep]) if p.recalibrate else method
+    device = device or next(enc.parameters()).device
+    x, y = train_images[keep], train_labels[keep]
+    mu, sd = 0.0, 1.0
+    if p.standardize:
+        f = extract_features(enc, x, device=device).to(device); mu, sd = f.mean(0), f.std(0).clamp(min=1e-6)
+    loader = DeviceLoader(x, y, min(p.batch_size, len(x)), device, seed=seed, drop_last=False)
+    gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[p.augment]
+    batches = lambda: (((_features_of(enc, aug.view(xb, gen)[0]) - mu) / sd, yb) for xb, yb in loader)
+    clf = _train_linear(batches, enc.backbone.out_dim, int(y.max()) + 1, p, seed, device)
+    ft = (extract_features(enc, test_images, device=device).to(device) - mu) / sd
+    with torch.no_grad(): return (clf(ft).argmax(1).cpu() == test_labels).float().mean().item()
+
+def probe_images(method: nn.Module, train_images, train_labels, test_images, test_labels,
+                 fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "package", subset_seed: int = 0) -> dict:
+    "{fraction: (mean accuracy, standard error)} of `method`'s frozen backbone under `protocol`, over `seeds`, on fixed label subsets."
+    p = _protocol(protocol)
+    if p.augment is None:
+        ftr, fte = encoder_features(method, train_images, test_images, p.recalibrate)
+        return probe_table(ftr, train_labels, fte, test_labels, fractions, seeds, p, subset_seed)
+    table = {}
+    for frac in fractions:
+        idx = label_subset(train_labels, frac, subset_seed) if frac < 1 else (train_labels >= 0).nonzero().squeeze(1)
+        table[frac] = mean_se(augmented_probe(method, train_images[idx], train_labels[idx], test_images, test_labels, p, seed) for seed in seeds)
+    return table
+
 def probe_method(method: nn.Module, # a trained method
                  dataset: str = "toy", data: str = "data", # the labelled data set to probe on (train split fits, test split scores)
-                 fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "sidae",
+                 fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "package",
                  limit: int | None = None, # use only the first `limit` training images
-                 recalibrate: bool = True) -> dict:
-    "`probe_table` of `method`'s frozen backbone on `dataset`: {fraction: (mean accuracy, standard error)}."
+                 subset_seed: int = 0) -> dict:
+    "`probe_images` on the train and test splits of `dataset`: {fraction: (mean accuracy, standard error)}."
     xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
     if limit: xtr, ytr = xtr[:limit], ytr[:limit]
-    ftr, fte = encoder_features(method, xtr, xte, recalibrate)
-    return probe_table(ftr, ytr, fte, yte, fractions, seeds, protocol)
+    return probe_images(method, xtr, ytr, xte, yte, fractions, seeds, protocol, subset_seed)
 
 def markdown_table(rows: list[dict], # one dict per row; the first row's keys are the columns
                    digits: int = 1) -> str:
@@ -139,7 +168,9 @@ def markdown_table(rows: list[dict], # one dict per row; the first row's keys ar
 def fine_tune(method: nn.Module, # a pretrained method (its backbone and normaliser are copied, not changed)
               train_images: torch.Tensor, train_labels: torch.Tensor, # uint8 (N, 3, H, W), (N,)
               test_images: torch.Tensor, test_labels: torch.Tensor,
-              protocol: str | Protocol = "sidae", seed: int = 0, augment: str = "none", device=None) -> float:
+              protocol: str | Protocol = "sidae", seed: int = 0,
+              augment: str = "crop_flip", # augmentation of the training images (random resized crop and flip)
+              device=None) -> float:
     "Test accuracy after training a copy of the backbone and a new linear head on labelled images."
     p = _protocol(protocol)
     device = device or next(method.parameters()).device
@@ -161,7 +192,7 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
     return (pred == test_labels).float().mean().item()
 
 def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction: float = 1.0, seed: int = 0, **config) -> float:
-    "Test accuracy of the backbone trained from scratch with labels (the trainer's `supervised` method) on `label_fraction` of them."
+    "Test accuracy of the backbone trained from scratch with labels (the trainer's `supervised` method) on `label_fraction` of them (the same subset for every `seed`)."
     cfg = Config(method="supervised", dataset=dataset, data=data, label_fraction=label_fraction, seed=seed,
                  out=config.pop("out", tempfile.mkdtemp()), **config)
     trainer = Trainer(cfg, progress=False)
@@ -173,8 +204,10 @@ def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction
     return (pred == y).float().mean().item()
 
 # %% ../nbs/06_evaluate.ipynb #1ba13173
-def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: int = 0, normalize: bool = True) -> float:
-    "Mean squared distance of (ℓ2-normalised) features to their nearest of `k` k-means centres (k-means++ seeding, Lloyd's iterations)."
+def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: int = 0,
+                   normalize: bool = False, # ℓ2-normalise the features first (White's Fig. 7 uses them raw)
+                  ) -> float:
+    "Mean squared distance of features to their nearest of `k` k-means centres (k-means++ seeding, Lloyd's iterations)."
     x = F.normalize(features.float(), dim=1) if normalize else features.float()
     g = torch.Generator().manual_seed(seed)
     centres = x[torch.randint(len(x), (1,), generator=g)]
@@ -227,16 +260,12 @@ def load_method(path: str | Path, device="cpu") -> nn.Module:
         raise CheckpointError(f"{path}: the weights do not fit a {cfg.method} / {cfg.backbone} model ({str(e).splitlines()[0]}).") from None
     return method.to(device).eval()
 
-def accuracy_curve(checkpoints: list, dataset: str = "toy", data: str = "data", protocol: str | Protocol = "sidae",
-                   recalibrate: bool = True, device=None) -> list[tuple[int, float]]:
+def accuracy_curve(checkpoints: list, dataset: str = "toy", data: str = "data", protocol: str | Protocol = "package",
+                   device=None) -> list[tuple[int, float]]:
     "(epoch, linear-probe accuracy) for each checkpoint, with one protocol throughout."
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
-    curve = []
-    for path in checkpoints:
-        ftr, fte = encoder_features(load_method(path, device), xtr, xte, recalibrate)
-        curve.append((load_checkpoint(path)["epoch"], linear_probe(ftr, ytr, fte, yte, protocol, device=device)))
-    return curve
+    return [(load_checkpoint(path)["epoch"], probe_images(load_method(path, device), xtr, ytr, xte, yte, protocol=protocol)[1.0][0]) for path in checkpoints]
 
 # %% ../nbs/06_evaluate.ipynb #77a97305
 def seeded_views(images: torch.Tensor, # uint8 images (N, 3, H, W)
@@ -285,8 +314,9 @@ def random_init(config: Config, images: torch.Tensor, labels: torch.Tensor) -> n
     extra = {"n_classes": int(labels.max()) + 1} if cfg.method == "supervised" else {}
     return build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, **cfg.options, **extra)
 
-def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, protocol: str | Protocol = "sidae",
-                          recalibrate: bool = True, progress: bool = True, **resume_overrides) -> dict:
+def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, protocol: str | Protocol = "package",
+                          recalibrate: bool | None = None, # override the protocol's BatchNorm recalibration (None: the protocol's)
+                          progress: bool = True, **resume_overrides) -> dict:
     "Pretrain (or resume), then linear-probe the backbone against its random initialisation; write the run's files; return the summary."
     start = time.time()
     trainer = Trainer.resume(resume, progress=progress, **resume_overrides) if resume else Trainer(config, progress=progress)
@@ -295,14 +325,13 @@ def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, prot
     train_seconds = time.time() - start
     xtr, ytr = load_dataset(cfg.dataset, cfg.data, "train"); xte, yte = load_dataset(cfg.dataset, cfg.data, "test")
     baseline = random_init(cfg, trainer.images, trainer.labels).to(trainer.device)
-    accuracy = {}
-    for name, m in (("pretrained", trainer.method), ("random_init", baseline)):
-        ftr, fte = encoder_features(m, xtr, xte, recalibrate)
-        accuracy[name] = linear_probe(ftr, ytr, fte, yte, protocol, device=trainer.device)
+    p = _protocol(protocol)
+    if recalibrate is not None: p = dataclasses.replace(p, recalibrate=recalibrate)
+    accuracy = {name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0] for name, m in (("pretrained", trainer.method), ("random_init", baseline))}
     summary = {"method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone, "options": cfg.options,
                "epochs": trainer.epoch, "batch_size": cfg.batch_size, "device": str(trainer.device),
                "probe_accuracy": accuracy["pretrained"], "random_init_probe_accuracy": accuracy["random_init"],
-               "probe_protocol": protocol if isinstance(protocol, str) else vars(protocol), "bn_recalibrated": recalibrate,
+               "probe_protocol": protocol if isinstance(protocol, str) else dataclasses.asdict(p), "bn_recalibrated": p.recalibrate,
                "knn_accuracy": next((r["knn"] for r in reversed(trainer.history) if r.get("knn") is not None), None),
                "train_seconds": train_seconds, "seconds": time.time() - start}
     if trainer.rank == 0:

@@ -94,10 +94,12 @@ class Method(nn.Module):
     n_views = 2         # augmented views the method consumes per image (0, 1 or 2)
     uses_labels = False # needs y
     uses_boxes = False  # needs the views' crop boxes
-    def __init__(self, backbone: str = "small", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
+    def __init__(self, backbone: str = "small", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                 normalize_input: bool = True, # False: the encoder reads pixels in [0, 1] as they are (White's network)
+                ):
         super().__init__()
         self.backbone_name = backbone
-        self.normalize = Normalize(mean, std)
+        self.normalize = Normalize(mean, std) if normalize_input else Normalize((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.backbone = build_backbone(backbone)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,12 +184,14 @@ class EmbeddingDAE(Method):
 class StochasticAE(Method):
     "Autoencoder scored by a Gaussian likelihood of the clean image; optionally augmented input, sampled latent, β·KL."
     def __init__(self, augment: bool = True, sample: bool = True, beta: float = 0.0, logscale: float | None = None,
-                 backbone: str = "small", dim: int = 128, **stats):
+                 backbone: str = "small", dim: int = 128,
+                 projection: bool = True, # Linear-BN-ReLU between backbone and heads (the paper's §3)
+                 **stats):
         super().__init__(backbone, **stats)
         if beta < 0: raise ValueError(f"beta must be >= 0; got {beta}.")
         self.augment, self.sample, self.beta = augment, sample, float(beta)
         self.n_views = 1 if augment else 0
-        self.head = GaussianHead(self.backbone.out_dim, dim)
+        self.head = GaussianHead(self.backbone.out_dim, dim, projection=projection)
         self.decoder = build_decoder(backbone, dim)
         if logscale is None: self.logscale = nn.Parameter(torch.zeros(()))
         else: self.register_buffer("logscale", torch.tensor(float(logscale)))
@@ -221,14 +225,17 @@ def _psi(views: Views, lam: float, similarity: str) -> tuple[torch.Tensor, torch
 class SimCLR(Method):
     "SimCLR (NT-Xent), or SimCLR-GS when `lam` is given (graded similarity from the crop boxes)."
     def __init__(self, tau: float = 0.5, lam: float | None = None, similarity: str = "ioa", backbone: str = "small",
-                 dim: int = 128, hidden: int = 512, **stats):
+                 dim: int = 128, hidden: int = 512,
+                 projector_layers: int = 2, # 2: SimCLR's head (hidden, ReLU, dim); 1: one linear layer (White's SimCLR)
+                 **stats):
         super().__init__(backbone, **stats)
         if not tau > 0: raise ValueError(f"tau must be > 0; got {tau}.")
         if lam is not None: check_range("lam", lam, 0, 1, lo_open=True)
         if similarity not in ("ioa", "iou"): raise ValueError(f"similarity must be 'ioa' or 'iou'; got {similarity!r}.")
         self.tau, self.lam, self.similarity = float(tau), lam, similarity
         self.uses_boxes = lam is not None
-        self.projector = Projector(self.backbone.out_dim, hidden, dim, layers=2, last_bn=False)
+        if projector_layers not in (1, 2): raise ValueError(f"projector_layers must be 1 or 2 for SimCLR; got {projector_layers}.")
+        self.projector = nn.Linear(self.backbone.out_dim, dim) if projector_layers == 1 else Projector(self.backbone.out_dim, hidden, dim, layers=2, last_bn=False)
 
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))

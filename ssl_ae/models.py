@@ -91,12 +91,19 @@ class Decoder(nn.Module):
 # %% ../nbs/02_models.ipynb #45547b6c
 class GaussianHead(nn.Module):
     "Posterior head: h (B, in_dim) → (z, mu, logvar); z is a reparameterised sample in training and mu in eval mode."
-    def __init__(self, in_dim: int = 2048, latent_dim: int = 128):
+    def __init__(self, in_dim: int = 2048, latent_dim: int = 128,
+                 projection: bool = True, # Linear(in, hidden)-BN-ReLU before the heads (AASAE's §3 and its authors' code)
+                 hidden_dim: int | None = None, # width of that projection (default: in_dim)
+                ):
         super().__init__()
-        self.mu, self.logvar = nn.Linear(in_dim, latent_dim), nn.Linear(in_dim, latent_dim)
+        hidden_dim = hidden_dim or in_dim
+        self.projection = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)) if projection else nn.Identity()
+        width = hidden_dim if projection else in_dim
+        self.mu, self.logvar = nn.Linear(width, latent_dim, bias=not projection), nn.Linear(width, latent_dim, bias=not projection)
         self.out_dim = latent_dim
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.projection(h)
         mu, logvar = self.mu(h), self.logvar(h)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
         return z, mu, logvar

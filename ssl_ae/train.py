@@ -21,12 +21,13 @@ from torch import nn
 from .augment import PRESETS, Views
 from .data import DeviceLoader, default_device, label_subset, load_dataset
 from .methods import METHODS, build_method, channel_stats, collapse_level
+from .papers import paper_preset
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PAPER_PRESETS', 'METHOD_OPTIONS', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'lr_factor', 'Config', 'eval_mode',
+__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'lr_factor', 'Config', 'eval_mode',
            'extract_features', 'knn_accuracy', 'CheckpointError', 'save_atomic', 'load_checkpoint',
            'NonFiniteLossError', 'distributed_context', 'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm',
-           'Trainer', 'plot_history', 'train_or_resume', 'paper_scale', 'quick_config', 'paper_config']
+           'Trainer', 'plot_history', 'train_or_resume', 'tutorial_scale', 'quick_config', 'paper_config']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -39,22 +40,13 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 # %% ../nbs/05_train.ipynb #ce987918
-_SIDAE = dict(optimizer="sgd", lr=0.03, weight_decay=5e-4, batch_size=512, schedule="cosine", warmup_epochs=0, epochs=200, augment="simsiam_cifar", backbone="resnet18_imagenet")
-_AASAE = dict(optimizer="adam", lr=2.5e-4, weight_decay=0.0, batch_size=256, schedule="warmup_constant", warmup_epochs=10, epochs=200, augment="simclr", backbone="resnet18_cifar")
-_GS = dict(optimizer="sgd", lr=0.03, weight_decay=5e-4, batch_size=256, schedule="cosine", warmup_epochs=0, epochs=800, augment="simsiam_cifar", backbone="resnet18_cifar")
-PAPER_PRESETS = {
-    "simsiam": _SIDAE, "dae": _SIDAE, "sidae": _SIDAE,
-    "ae": {**_AASAE, "augment": "none"}, "aaae": _AASAE, "vae": {**_AASAE, "augment": "none"}, "aasae": _AASAE,
-    "dae_embed": dict(optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=512, schedule="cosine", warmup_epochs=0, epochs=300, augment="white", backbone="white"),
-    "simsiam_gs": _GS, "simclr": {**_GS, "augment": "simclr_cifar"}, "simclr_gs": {**_GS, "augment": "simclr_cifar"},
-    "supervised": dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, batch_size=256, schedule="cosine", warmup_epochs=0, epochs=100, augment="simsiam_cifar", backbone="resnet18_cifar"),
-}
-METHOD_OPTIONS = ("w", "lam", "alpha", "kind", "beta", "tau", "logscale", "similarity", "denoising", "stop_gradient", "dim", "hidden", "projector_layers", "projector_bn", "reconstruct")
+METHOD_OPTIONS = ("w", "lam", "alpha", "kind", "beta", "tau", "logscale", "similarity", "denoising", "stop_gradient", "dim", "hidden",
+                  "projector_layers", "projector_bn", "reconstruct", "normalize_input", "projection")
 
 # %% ../nbs/05_train.ipynb #a0568b3d
 @dataclass
 class Config:
-    "Everything a pretraining run needs. `None` fields take the paper's value for the method (`PAPER_PRESETS`)."
+    "Everything a pretraining run needs. `None` fields take the paper's value for the method (`paper_preset`)."
     method: str = "sidae" # a key of `METHODS`
     dataset: str = "toy" # a data set of `load_dataset`
     data: str = "data" # folder of the torchvision data sets
@@ -63,6 +55,8 @@ class Config:
     backbone: str | None = None # a key of `BACKBONES`
     limit: int | None = None # use only the first `limit` training images (quick tests and demos)
     label_fraction: float = 1.0 # the supervised baseline trains on this class-stratified share of the labels (`label_subset`)
+    subset_seed: int = 0 # fixes that share: the same images for every seed and method
+    paper: str | None = None # whose settings fill the unset fields: a key of `PAPERS` (default: the method's home paper)
     epochs: int | None = None
     batch_size: int | None = None # global batch (split over GPUs)
     optimizer: str | None = None # "sgd" or "adam"
@@ -79,6 +73,7 @@ class Config:
     channels_last: bool = True # on CUDA
     compile: bool = False # torch.compile the method
     knn_every: int = 0 # kNN monitor every N epochs (0: off)
+    knn_k: int | None = None # neighbours of the kNN monitor (SidAE 200, graded similarity 201)
     checkpoint_every: int = 1 # write last.pt every N epochs (and always at the end)
     keep_every: int = 0 # also keep epoch_NNN.pt every N epochs, for accuracy-over-epochs curves (0: off)
     log_every: int = 25 # steps between progress-bar updates (each one synchronises with the device)
@@ -87,16 +82,16 @@ class Config:
     def resolved(self) -> "Config":
         "A copy with every `None` replaced by the paper's value, and the settings validated."
         if self.method not in METHODS: raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        preset = dict(PAPER_PRESETS[self.method])
-        if self.dataset in ("mnist", "fashion_mnist") and preset["augment"] == "simsiam_cifar": preset["augment"] = "simsiam_mnist"
-        c = dataclasses.replace(self, options=dict(self.options))
+        preset = paper_preset(self.method, self.dataset, self.paper)
+        fields = {f.name for f in dataclasses.fields(self)}
+        c = dataclasses.replace(self, options={**{k: v for k, v in preset.items() if k not in fields}, **self.options})
         for k, v in preset.items():
-            if getattr(c, k) is None: setattr(c, k, v)
+            if k in fields and getattr(c, k) is None: setattr(c, k, v)
         if c.split is None: c.split = "unlabeled" if c.dataset == "stl10" else "train"
         if c.augment not in PRESETS: raise ValueError(f"Unknown augmentation {c.augment!r}; choose one of {', '.join(PRESETS)}.")
         if c.optimizer not in ("sgd", "adam"): raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {c.optimizer!r}.")
         if c.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {c.schedule!r}.")
-        for k in ("epochs", "batch_size"):
+        for k in ("epochs", "batch_size", "knn_k"):
             if getattr(c, k) < 1: raise ValueError(f"{k} must be at least 1; got {getattr(c, k)}.")
         if not c.lr > 0: raise ValueError(f"lr must be > 0; got {c.lr}.")
         if not 0 < c.label_fraction <= 1: raise ValueError(f"label_fraction must be in (0, 1]; got {c.label_fraction}.")
@@ -405,7 +400,7 @@ def plot_history(history: list[dict], title: str | None = None):
     return fig
 
 # %% ../nbs/05_train.ipynb #be4a6f15
-_RUN_ONLY = ("device", "data", "download", "log_every", "checkpoint_every", "keep_every", "compile", "out", "knn_every")
+_RUN_ONLY = ("device", "data", "download", "log_every", "checkpoint_every", "keep_every", "compile", "out", "knn_every", "knn_k")
 
 def train_or_resume(config: Config, progress: bool = True) -> Trainer:
     "Train `config` into `config.out`, or load/resume the run already there (same settings); returns the trainer."
@@ -424,16 +419,18 @@ def train_or_resume(config: Config, progress: bool = True) -> Trainer:
     return trainer
 
 # %% ../nbs/05_train.ipynb #1a7ad739
-def paper_scale() -> bool:
-    "True when tutorials should run at the papers' scale: `SSL_AE_FULL=1`, or a CUDA GPU and `SSL_AE_FULL` unset."
-    flag = os.environ.get("SSL_AE_FULL", "").strip()
-    if flag not in ("", "0", "1"): raise ValueError(f"SSL_AE_FULL must be 0 or 1; got {flag!r}.")
-    return flag == "1" or (flag == "" and torch.cuda.is_available())
+SCALES = ("smoke", "paper")
+
+def tutorial_scale() -> str:
+    "The scale tutorials run at: `SSL_AE_SCALE` if set, else 'paper' with a CUDA GPU and 'smoke' without."
+    name = os.environ.get("SSL_AE_SCALE", "").strip().lower()
+    if name and name not in SCALES: raise ValueError(f"SSL_AE_SCALE must be one of {', '.join(SCALES)}; got {name!r}.")
+    return name or ("paper" if torch.cuda.is_available() else "smoke")
 
 # %% ../nbs/05_train.ipynb #f83bf25c
 QUICK_RECIPE = dict(dataset="toy", backbone="small", limit=4096, epochs=8, batch_size=64, optimizer="adam", lr=1e-3,
                     weight_decay=0.0, schedule="constant", warmup_epochs=0, augment="toy")
-_SIAMESE_SMALL = {"dim": 256, "projector_layers": 2}
+_SIAMESE_SMALL = {"dim": 256, "hidden": 256, "projector_layers": 2}
 QUICK_OPTIONS = {"simsiam": _SIAMESE_SMALL, "dae": _SIAMESE_SMALL, "sidae": _SIAMESE_SMALL, "simsiam_gs": _SIAMESE_SMALL}
 
 def _config(method: str, recipe: dict, options: dict, settings: dict) -> Config:
@@ -449,6 +446,6 @@ def quick_config(method: str = "sidae", # a key of `METHODS`
     "A quick-mode `Config`: `method` on the toy data with `QUICK_RECIPE`, overridden by `settings`."
     return _config(method, QUICK_RECIPE, QUICK_OPTIONS.get(method, {}), settings)
 
-def paper_config(method: str = "sidae", dataset: str = "cifar10", **settings) -> Config:
-    "A paper-scale `Config`: `method` on `dataset` with the paper's preset (`PAPER_PRESETS`) wherever `settings` are silent."
-    return _config(method, {"dataset": dataset}, {}, settings)
+def paper_config(method: str = "sidae", dataset: str = "cifar10", paper: str | None = None, **settings) -> Config:
+    "A paper-scale `Config`: `method` on `dataset` with the settings of `paper` (default: the method's home paper) wherever `settings` are silent."
+    return _config(method, {"dataset": dataset, "paper": paper}, {}, settings)

@@ -70,7 +70,7 @@ TUTORIALS = sorted((ROOT / "nbs" / "tutorials").glob("[0-9]*.ipynb"))
 
 
 def test_four_tutorials_each_with_badge_colab_install_modes_and_cost():
-    "Each tutorial opens in Colab, installs itself only there, switches modes with paper_scale() and states its cost."
+    "Each tutorial opens in Colab, installs itself only there, picks its scale with tutorial_scale(), states its cost and prints its paper's deviations."
     assert [t.stem for t in TUTORIALS] == ["01_sidae", "02_aasae", "03_dae_embedding", "04_graded_similarity"]
     for path in TUTORIALS:
         nb = nbformat.read(path, as_version=4)
@@ -78,9 +78,9 @@ def test_four_tutorials_each_with_badge_colab_install_modes_and_cost():
         assert f"colab.research.google.com/github/ssl-ae/ssl_ae/blob/main/nbs/tutorials/{path.name}" in text, path.name
         install = [c.source for c in nb.cells if c.cell_type == "code" and "pip" in c.source]
         assert len(install) == 1 and 'if "google.colab" in sys.modules' in install[0], path.name
-        assert "FULL = paper_scale()" in text, path.name
-        assert "minutes on a 2-core CPU" in text and "Paper-scale cost" in text, path.name
-        assert "Where ours differ, and why" in text, path.name
+        assert "SCALE = tutorial_scale()" in text and "PAPER_PROBE = False" in text, path.name
+        assert "minute on a 2-core CPU" in text and "Paper-scale cost" in text, path.name
+        assert "What we run differently, and why" in text and "deviations_markdown(" in text, path.name
         assert not any("#| export" in c.source for c in nb.cells), f"{path.name}: tutorials are not exported"
 
 
