@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ['QUICKSTART', 'parser', 'config_from_args', 'main']
 
 # %% ../nbs/09_cli.ipynb #8fabe959
-QUICKSTART = dict(backbone="small", epochs=18, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
+QUICKSTART = dict(backbone="small", epochs=12, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
                   augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})
 
 # %% ../nbs/09_cli.ipynb #9f595219

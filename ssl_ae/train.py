@@ -70,7 +70,7 @@ class Config:
     seed: int = 0
     device: str = "auto" # "auto" (CUDA, then MPS, then CPU), or a torch device string
     amp: bool = True # mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler)
-    channels_last: bool = True # on CUDA
+    channels_last: bool = True # channels-last memory format on CUDA and the CPU (faster convolutions on both)
     compile: bool = False # torch.compile the method
     knn_every: int = 0 # kNN monitor every N epochs (0: off)
     knn_k: int | None = None # neighbours of the kNN monitor (SidAE 200, graded similarity 201)
@@ -250,7 +250,8 @@ class Trainer:
         self.method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, **cfg.options, **extra).to(self.device)
         if self.method.uses_labels and (labels < 0).all(): raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
         cuda = self.device.type == "cuda"
-        if cuda and cfg.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
+        self.channels_last = cfg.channels_last and self.device.type in ("cuda", "cpu")
+        if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
         self.model = self.method
         if self.world > 1:
             self.model = sync_batchnorm(self.method, self.device)
@@ -274,7 +275,7 @@ class Trainer:
         "One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised)."
         n_views = self.method.n_views
         views = self.augment(xb, self.generator) if n_views else None
-        if views is not None and self.device.type == "cuda" and self.config.channels_last:
+        if views is not None and self.channels_last:
             views = Views(views.x1.contiguous(memory_format=torch.channels_last), views.x2.contiguous(memory_format=torch.channels_last), views.box1, views.box2)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.model(xb.float() / 255, views, yb)
