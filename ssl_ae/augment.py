@@ -147,6 +147,7 @@ def gaussian_blur(x: torch.Tensor, # images (B, C, H, W)
                  ) -> torch.Tensor:
     "Blur every image with its own Gaussian (separable, reflect padding)."
     B, C, H, W = x.shape
+    if B == 0: return x.clone()  # no image drew the blur (small batches): convolution cannot take an empty batch
     half = kernel_size // 2
     d = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
     taps = torch.softmax(-0.5 * (d / sigma.to(x.dtype)[:, None]) ** 2, dim=1).repeat_interleave(C, 0)  # (B*C, k), rows sum to 1

@@ -14,7 +14,7 @@ from .augment import PRESETS, torchvision_equivalent
 from .data import load_dataset
 
 # %% auto #0
-__all__ = ['bench_augment', 'bench_step', 'bench_eval']
+__all__ = ['bench_augment', 'bench_step', 'bench_eval', 'bench_profile']
 
 # %% ../nbs/08_bench.ipynb #c70830d1
 class _TwoViews(torch.utils.data.Dataset):
@@ -113,3 +113,49 @@ def bench_eval(backbone: str = "small", images: int = 2000, epochs: int = 50, de
     recomputed = time.perf_counter() - t
     return {"backbone": backbone, "images": images, "epochs": epochs, "device": str(dev),
             "cached_s": cached, "recomputed_s": recomputed, "speedup": recomputed / cached}
+
+# %% ../nbs/08_bench.ipynb #4a690ca1
+def bench_profile(method: str = "sidae", # a key of `METHODS`
+                  batch_size: int = 128, # the cpu recipe's batch
+                  steps: int = 10, # timed steps per measurement (after two warm-up steps)
+                  device: str = "auto") -> dict:
+    "Median seconds of each phase of a `cpu`-recipe training step, the step with and without channels-last and with one thread, and one probe."
+    import tempfile
+    from ssl_ae.evaluate import probe_images, random_init
+    from ssl_ae.train import Trainer, cpu_config
+    def trainer(**kw):
+        return Trainer(cpu_config(method, batch_size=batch_size, epochs=1, limit=batch_size, device=device, out=tempfile.mkdtemp(), **kw), progress=False)
+    t = trainer()
+    xb, _ = next(iter(t.loader))
+    m, opt = t.method, t.optimizer
+    sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
+    def clock():
+        sync(); return time.perf_counter()
+    phases = {k: [] for k in ("augment", "forward", "encoder", "backward", "optimizer")}
+    for i in range(steps + 2):
+        a = clock(); views = t.augment(xb, t.generator); b = clock()
+        out = m(xb.float() / 255, views, None); c = clock()
+        with torch.no_grad(): m.features(views.x1); m.features(views.x2)
+        d = clock(); opt.zero_grad(set_to_none=True); out.loss.backward(); e = clock(); opt.step(); f = clock()
+        if i >= 2:
+            for k, v in zip(phases, (b - a, c - b, d - c, e - d, f - e)): phases[k].append(v)
+    med = {k: sorted(v)[len(v) // 2] for k, v in phases.items()}
+    def step_time(tr) -> float:
+        for _ in range(2): tr.step(xb, None)
+        ts = []
+        for _ in range(steps):
+            s = clock(); tr.step(xb, None); ts.append(clock() - s)
+        return sorted(ts)[len(ts) // 2]
+    result = {"method": method, "batch_size": batch_size, "device": str(t.device), "threads": torch.get_num_threads(), "steps": steps,
+              **{f"{k}_s": v for k, v in med.items()}}
+    result["step_s"] = step_time(t)
+    result["steps_per_minute"] = 60 / result["step_s"]
+    result["channels_last_off_step_s"] = step_time(trainer(channels_last=False))
+    if t.device.type == "cpu" and torch.get_num_threads() > 1:
+        n = torch.get_num_threads(); torch.set_num_threads(1)
+        try: result["one_thread_step_s"] = step_time(t)
+        finally: torch.set_num_threads(n)
+    else: result["one_thread_step_s"] = None
+    xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
+    s = clock(); probe_images(random_init(t.config, xtr, ytr).to(t.device), xtr, ytr, xte, yte, (1.0, 0.01)); result["probe_s"] = clock() - s
+    return result

@@ -123,8 +123,16 @@ def parser() -> argparse.ArgumentParser:
     evb.add_argument("--images", type=_positive, default=2000, help="training images (default: 2000)")
     evb.add_argument("--epochs", type=_positive, default=50, help="probe epochs (default: 50)")
     evb.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
-    for b in (aug, step, evb): b.add_argument("--json", action="store_true", help="print one JSON object")
-    aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval)
+    prof = what.add_parser("profile", help="where a cpu-scale training step's time goes, and one probe",
+                           description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
+                                       "augmentation, forward (and the encoder's share), backward, optimiser; the step with channels-last "
+                                       "off and with one thread; one linear probe at two label fractions.")
+    prof.add_argument("--method", default="sidae", help="method (default: sidae)")
+    prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
+    prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
+    prof.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    for b in (aug, step, evb, prof): b.add_argument("--json", action="store_true", help="print one JSON object")
+    aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval); prof.set_defaults(run=_bench_profile)
     return p
 
 # %% ../nbs/09_cli.ipynb #48bb5473
@@ -212,6 +220,18 @@ def _bench_step(args) -> int:
     rows = [("Trainer.step", f"{r['trainer_s_per_step'] * 1e3:.1f} ms"), ("minimal hand-written step", f"{r['minimal_s_per_step'] * 1e3:.1f} ms"),
             ("ratio (target <= 1.10)", f"{r['ratio']:.3f}")]
     return _report(r, rows, args.json, f"SidAE training step, backbone {r['backbone']}, batch {r['batch_size']}, {r['device']}, median of {r['steps']}")
+
+def _bench_profile(args) -> int:
+    from ssl_ae.bench import bench_profile
+    r = bench_profile(method=args.method, batch_size=args.batch_size, steps=args.steps, device=args.device)
+    rows = [(name, f"{r[f'{k}_s'] * 1e3:.0f} ms ({r[f'{k}_s'] / r['step_s']:.0%})") for k, name in
+            (("augment", "augmentation (two views)"), ("forward", "forward"), ("backward", "backward"), ("optimizer", "optimiser"))]
+    rows += [("  of the forward: encoder, both views (no grad)", f"{r['encoder_s'] * 1e3:.0f} ms"),
+             ("whole step (Trainer.step)", f"{r['step_s'] * 1e3:.0f} ms = {r['steps_per_minute']:.0f} steps/min"),
+             ("step with channels-last off", f"{r['channels_last_off_step_s'] / r['step_s']:.2f}x")]
+    if r["one_thread_step_s"]: rows.append(("step with one thread", f"{r['one_thread_step_s'] / r['step_s']:.2f}x"))
+    rows.append(("one probe (5,000 digits, 2 fractions)", f"{r['probe_s']:.1f} s"))
+    return _report(r, rows, args.json, f"{r['method']} training step on the cpu recipe, batch {r['batch_size']}, {r['device']}, {r['threads']} threads, median of {r['steps']}")
 
 def _bench_eval(args) -> int:
     from ssl_ae.bench import bench_eval

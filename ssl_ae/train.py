@@ -24,10 +24,10 @@ from .methods import METHODS, build_method, channel_stats, collapse_level
 from .papers import paper_preset
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'lr_factor', 'Config', 'eval_mode',
-           'extract_features', 'knn_accuracy', 'CheckpointError', 'save_atomic', 'load_checkpoint',
+__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'lr_factor', 'Config',
+           'eval_mode', 'extract_features', 'knn_accuracy', 'CheckpointError', 'save_atomic', 'load_checkpoint',
            'NonFiniteLossError', 'distributed_context', 'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm',
-           'Trainer', 'plot_history', 'train_or_resume', 'tutorial_scale', 'quick_config', 'paper_config']
+           'Trainer', 'plot_history', 'train_or_resume', 'tutorial_scale', 'quick_config', 'cpu_config', 'paper_config']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -241,7 +241,7 @@ class Trainer:
         images, labels = load_dataset(cfg.dataset, cfg.data, cfg.split, cfg.download)
         if cfg.limit: images, labels = images[: cfg.limit], labels[: cfg.limit]
         if cfg.method == "supervised" and cfg.label_fraction < 1:
-            keep = label_subset(labels, cfg.label_fraction, seed=cfg.seed)
+            keep = label_subset(labels, cfg.label_fraction, seed=cfg.subset_seed)
             images, labels = images[keep], labels[keep]
         self.images, self.labels = images, labels
         mean, std = channel_stats(images)
@@ -420,10 +420,10 @@ def train_or_resume(config: Config, progress: bool = True) -> Trainer:
     return trainer
 
 # %% ../nbs/05_train.ipynb #1a7ad739
-SCALES = ("smoke", "paper")
+SCALES = ("smoke", "cpu", "paper")
 
 def tutorial_scale() -> str:
-    "The scale tutorials run at: `SSL_AE_SCALE` if set, else 'paper' with a CUDA GPU and 'smoke' without."
+    "The scale tutorials run at (one of `SCALES`): `SSL_AE_SCALE` if set, else 'paper' with a CUDA GPU and 'smoke' without."
     name = os.environ.get("SSL_AE_SCALE", "").strip().lower()
     if name and name not in SCALES: raise ValueError(f"SSL_AE_SCALE must be one of {', '.join(SCALES)}; got {name!r}.")
     return name or ("paper" if torch.cuda.is_available() else "smoke")
@@ -433,6 +433,7 @@ QUICK_RECIPE = dict(dataset="toy", backbone="small", limit=4096, epochs=8, batch
                     weight_decay=0.0, schedule="constant", warmup_epochs=0, augment="toy")
 _SIAMESE_SMALL = {"dim": 256, "hidden": 256, "projector_layers": 2}
 QUICK_OPTIONS = {"simsiam": _SIAMESE_SMALL, "dae": _SIAMESE_SMALL, "sidae": _SIAMESE_SMALL, "simsiam_gs": _SIAMESE_SMALL}
+CPU_RECIPE = {**QUICK_RECIPE, "dataset": "digits", "limit": None, "epochs": 15, "batch_size": 128, "augment": "simsiam_mnist"}
 
 def _config(method: str, recipe: dict, options: dict, settings: dict) -> Config:
     fields = {f.name for f in dataclasses.fields(Config)} - {"method", "options"}
@@ -446,6 +447,10 @@ def quick_config(method: str = "sidae", # a key of `METHODS`
                 ) -> Config:
     "A quick-mode `Config`: `method` on the toy data with `QUICK_RECIPE`, overridden by `settings`."
     return _config(method, QUICK_RECIPE, QUICK_OPTIONS.get(method, {}), settings)
+
+def cpu_config(method: str = "sidae", **settings) -> Config:
+    "A `cpu`-scale `Config`: `method` on the real digits with `CPU_RECIPE`, overridden by `settings`."
+    return _config(method, CPU_RECIPE, QUICK_OPTIONS.get(method, {}), settings)
 
 def paper_config(method: str = "sidae", dataset: str = "cifar10", paper: str | None = None, **settings) -> Config:
     "A paper-scale `Config`: `method` on `dataset` with the settings of `paper` (default: the method's home paper) wherever `settings` are silent."

@@ -54,3 +54,12 @@ def test_pretrain_help_explains_every_flag():
     assert run.returncode == 0
     for flag in ("--method", "--dataset", "--epochs", "--w", "--lam", "--alpha", "--out", "--resume", "--device", "--compile", "--no-amp"):
         assert flag in run.stdout
+
+
+def test_bench_profile_json():
+    run = ssl_ae("bench", "profile", "--json", "--steps", "2")
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    phases = sum(r[f"{k}_s"] for k in ("augment", "forward", "backward", "optimizer"))
+    assert 0.5 < phases / r["step_s"] < 2, r          # the phases account for the step
+    assert r["encoder_s"] < r["forward_s"] * 1.5 and r["probe_s"] > 0 and r["steps_per_minute"] == 60 / r["step_s"]

