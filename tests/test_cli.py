@@ -57,7 +57,7 @@ def test_pretrain_help_explains_every_flag():
 
 
 def test_bench_profile_json():
-    run = ssl_ae("bench", "profile", "--json", "--steps", "2")
+    run = ssl_ae("bench", "profile", "--json", "--steps", "1")
     assert run.returncode == 0, run.stderr
     r = json.loads(run.stdout)
     phases = sum(r[f"{k}_s"] for k in ("augment", "forward", "backward", "optimizer"))
