@@ -124,6 +124,15 @@ def adjust_hue(x: torch.Tensor, # RGB images in [0, 1] (B, 3, H, W)
 # %% ../nbs/01_augment.ipynb #4380c9d2
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
+def _apply(x: torch.Tensor, which: torch.Tensor, fn, *per_image: torch.Tensor, sync_free: bool | None = None) -> torch.Tensor:
+    """`fn(x, *per_image)` for the images where `which` (B,) is true, `x` elsewhere. On a GPU (`sync_free`) it computes every
+    image and keeps the chosen ones, so the host never waits to learn how many were chosen; on the CPU it computes only those."""
+    if x.device.type == "cuda" if sync_free is None else sync_free:
+        return torch.where(which.view(-1, 1, 1, 1), fn(x, *per_image), x)
+    i = which.nonzero().squeeze(1)  # reads the mask on the host: free on a CPU, a synchronisation on a GPU
+    if len(i): x[i] = fn(x[i], *(a[i] for a in per_image))
+    return x
+
 def color_jitter(x: torch.Tensor, # images (B, 3, H, W) in [0, 1]
                  factors: torch.Tensor, # (B, 4): brightness, contrast, saturation factors and hue shift
                  order: torch.Tensor, # (B, 4): per image, a permutation of 0..3 (indices into JITTER_OPS)
@@ -131,9 +140,7 @@ def color_jitter(x: torch.Tensor, # images (B, 3, H, W) in [0, 1]
     "Apply brightness, contrast, saturation and hue to every image, in that image's own order."
     x = x.clone()
     for position in range(4):
-        for op, fn in enumerate(JITTER_OPS):
-            i = (order[:, position] == op).nonzero().squeeze(1)
-            if len(i): x[i] = fn(x[i], factors[i, op])
+        for op, fn in enumerate(JITTER_OPS): x = _apply(x, order[:, position] == op, fn, factors[:, op])
     return x
 
 # %% ../nbs/01_augment.ipynb #a167e700
@@ -221,14 +228,12 @@ class Augment:
             b, c, s, h = self.jitter
             lo = torch.tensor([max(0, 1 - b), max(0, 1 - c), max(0, 1 - s), -h], device=dev)
             hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=dev)
-            i = (u[:, 1] < self.jitter_p).nonzero().squeeze(1)
-            x[i] = color_jitter(x[i], (lo + (hi - lo) * u[:, 2:6])[i], u[:, 6:10].argsort(1)[i])
+            x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, lo + (hi - lo) * u[:, 2:6], u[:, 6:10].argsort(1))
         if self.gray_p > 0: x = grayscale(x, _rand(B, generator, dev) < self.gray_p)
         if self.blur_p > 0:
             v = _rand((B, 2), generator, dev)
-            i = (v[:, 0] < self.blur_p).nonzero().squeeze(1)
             lo, hi = self.blur_sigma
-            x[i] = gaussian_blur(x[i], (lo + (hi - lo) * v[:, 1])[i], self.blur_kernel)
+            x = _apply(x, v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel), lo + (hi - lo) * v[:, 1])
         if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, _rand(B, generator, dev) < self.solarize_p)
         return x, boxes
 

@@ -32,9 +32,13 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
                   batch_size: int = 512, # images per batch
                   workers: int = 2, # DataLoader workers for torchvision's per-image pipeline
                   preset: str = "simsiam_cifar", # which pipeline
+                  device: str = "auto", # also time our pipeline on this GPU: "auto" (CUDA if present), "cuda", "cuda:N", or "cpu" (no GPU)
                  ) -> dict:
     "Views per second of our batched pipeline (CPU, and GPU if present) and of torchvision's per-image pipeline in a DataLoader."
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    from ssl_ae.train import resolve_device
+    gpu_device = resolve_device(device) if device != "auto" else (torch.device("cuda") if torch.cuda.is_available() else None)
+    if gpu_device is not None and gpu_device.type != "cuda": gpu_device = None
     aug = PRESETS[preset]
     x = load_dataset("toy", split="train")[0]
     x = x.repeat(-(-images // len(x)), 1, 1, 1)[:images]
@@ -56,8 +60,8 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
     del loader
     result["speedup"] = result["ours_views_per_s"] / result["torchvision_views_per_s"]
     result["gpu_views_per_s"] = None
-    if torch.cuda.is_available():
-        gpu = [b.cuda() for b in batches]
+    if gpu_device is not None:
+        gpu = [b.to(gpu_device) for b in batches]
         result["gpu_views_per_s"] = _views_per_second(ours(gpu), images, ours(gpu[:2]), torch.cuda.synchronize)
         result["gpu"] = torch.cuda.get_device_name()
     return result

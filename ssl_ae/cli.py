@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ['QUICKSTART', 'parser', 'config_from_args', 'main']
 
 # %% ../nbs/09_cli.ipynb #8fabe959
-QUICKSTART = dict(backbone="small", epochs=12, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
+QUICKSTART = dict(backbone="small", epochs=8, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
                   augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})
 
 # %% ../nbs/09_cli.ipynb #9f595219
@@ -28,6 +28,15 @@ _OPTION_FLAGS = {  # flag -> (method option, type, help)
     "logscale": (float, "fix the Gaussian likelihood's log σ instead of learning it (aasae family)"),
     "dim": (int, "latent size d of the projector / posterior"),
 }
+
+def _device(text: str) -> str:
+    "A --device value: auto, or a torch device of type cpu, cuda or mps (whether it is there is checked when it is used)."
+    import torch
+    if text == "auto": return text
+    try: kind = torch.device(text).type
+    except RuntimeError: kind = None
+    if kind not in ("cpu", "cuda", "mps"): raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return text
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -71,11 +80,15 @@ def parser() -> argparse.ArgumentParser:
     for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
     pre.add_argument("--limit", type=_positive, help="use only the first N training images")
     pre.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation (default: 0)")
-    pre.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
-    pre.add_argument("--no-amp", action="store_true", help="turn off mixed precision on CUDA")
+    pre.add_argument("--device", type=_device, default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
+    pre.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                     help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on the CPU), "
+                          "bf16 or fp16 (forced, the CPU too), off (default: auto)")
+    pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
     pre.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start, faster steps)")
     pre.add_argument("--knn-every", type=int, default=None, help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
     pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")
+    pre.add_argument("--checkpoint-minutes", type=float, default=0, help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
     pre.add_argument("--keep-every", type=int, default=0, help="also keep epoch_NNN.pt every N epochs (default: 0, off)")
     pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
@@ -94,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 0.01)")
     ev.add_argument("--seeds", type=_positive, default=3, help="repeats per fraction (default: 3)")
     ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
+    ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.set_defaults(run=_evaluate)
 
@@ -108,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
     aug.add_argument("--images", type=_positive, default=16_384, help="images per timed pass (default: 16384)")
     aug.add_argument("--batch-size", type=_positive, default=512, help="images per batch (default: 512)")
     aug.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for the torchvision pipeline (default: 2)")
+    aug.add_argument("--device", type=_device, default="auto", help="also time our pipeline on this GPU: auto (CUDA if present), cuda, cuda:N, cpu (default: auto)")
     aug.add_argument("--preset", default="simsiam_cifar", help="augmentation preset, a key of ssl_ae.augment.PRESETS (default: simsiam_cifar)")
     step = what.add_parser("step", help="seconds per training step: Trainer.step vs a minimal hand-written step",
                            description="One SidAE training step through the trainer against a minimal hand-written step with the same "
@@ -115,14 +129,14 @@ def parser() -> argparse.ArgumentParser:
     step.add_argument("--backbone", default="small", help="backbone (default: small)")
     step.add_argument("--batch-size", type=_positive, default=256, help="batch size (default: 256)")
     step.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
-    step.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    step.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
     evb = what.add_parser("eval", help="linear probe with cached features vs recomputing them every epoch",
                           description="A 50-epoch linear probe on toy images with features computed once, against recomputing the "
                                       "frozen backbone's features in every epoch.")
     evb.add_argument("--backbone", default="small", help="backbone (default: small)")
     evb.add_argument("--images", type=_positive, default=2000, help="training images (default: 2000)")
     evb.add_argument("--epochs", type=_positive, default=50, help="probe epochs (default: 50)")
-    evb.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    evb.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
     prof = what.add_parser("profile", help="where a cpu-scale training step's time goes, and one probe",
                            description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
                                        "augmentation, forward (and the encoder's share), backward, optimiser; the step with channels-last "
@@ -130,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     prof.add_argument("--method", default="sidae", help="method (default: sidae)")
     prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
     prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
-    prof.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    prof.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
     for b in (aug, step, evb, prof): b.add_argument("--json", action="store_true", help="print one JSON object")
     aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval); prof.set_defaults(run=_bench_profile)
     return p
@@ -140,7 +154,8 @@ def config_from_args(args):
     "The `train.Config` that `ssl_ae pretrain` flags describe."
     from ssl_ae.train import Config
     fields = dict(method=args.method or "sidae", dataset=args.dataset, data=args.data, download=args.download, seed=args.seed, device=args.device,
-                  amp=not args.no_amp, compile=args.compile, checkpoint_every=args.checkpoint_every, keep_every=args.keep_every, out=args.out,
+                  amp=False if args.no_amp else {"auto": True, "off": False}.get(args.amp, args.amp), compile=args.compile,
+                  checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes, keep_every=args.keep_every, out=args.out,
                   limit=args.limit, paper=args.paper)
     for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "augment"):
         if getattr(args, name) is not None: fields[name] = getattr(args, name)
@@ -174,13 +189,14 @@ def _pretrain(args) -> int:
     return 0
 
 def _evaluate(args) -> int:
-    from ssl_ae.data import default_device, load_dataset
+    from ssl_ae.data import load_dataset
     import dataclasses
     from ssl_ae.evaluate import PROTOCOLS, encoder_features, load_method, probe_images, probe_table
     from ssl_ae.train import knn_accuracy, load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
-    device = default_device() if args.device == "auto" else args.device
+    from ssl_ae.train import resolve_device
+    device = resolve_device(args.device)
     data = args.data or cfg["data"]
     method = load_method(args.checkpoint, device)
     xtr, ytr = load_dataset(cfg["dataset"], data, "train"); xte, yte = load_dataset(cfg["dataset"], data, "test")
@@ -207,7 +223,7 @@ def _report(result: dict, rows: list, as_json: bool, title: str) -> int:
 
 def _bench_augment(args) -> int:
     from ssl_ae.bench import bench_augment
-    r = bench_augment(images=args.images, batch_size=args.batch_size, workers=args.workers, preset=args.preset)
+    r = bench_augment(images=args.images, batch_size=args.batch_size, workers=args.workers, preset=args.preset, device=args.device)
     rows = [(f"ours: batched, CPU, {r['threads']} threads", f"{r['ours_views_per_s']:,.0f} views/s"),
             (f"torchvision v2 per image, {r['workers']} DataLoader workers", f"{r['torchvision_views_per_s']:,.0f} views/s"),
             ("speed-up", f"{r['speedup']:.1f}x")]
@@ -253,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"ssl_ae {args.command}: stopped: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the trainer has saved its checkpoint and said how to resume
+        print(f"ssl_ae {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 # %% ../nbs/09_cli.ipynb #51318069
 #| eval: false

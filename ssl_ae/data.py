@@ -308,14 +308,15 @@ class DeviceLoader:
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.seed, self.rank, self.world_size, self.epoch, self.start = seed, rank, world_size, 0, 0
         if len(self) == 0:
             raise ValueError(f"{len(images)} images give no full batch of {batch_size} for {world_size} rank(s); "
                              "lower batch_size or pass drop_last=False.")
 
-    def set_epoch(self, epoch: int):
-        "Use the order of `epoch` for the next pass (as `DistributedSampler.set_epoch` does)."
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0):
+        "Use the order of `epoch` for the next pass (as `DistributedSampler.set_epoch` does), beginning at batch `start` (to resume mid-epoch)."
+        if not 0 <= start <= len(self): raise ValueError(f"start must be in 0..{len(self)} (batches per epoch); got {start}.")
+        self.epoch, self.start = epoch, start
 
     def order(self, epoch: int) -> torch.Tensor:
         "This rank's indices for `epoch`, on the CPU."
@@ -330,7 +331,7 @@ class DeviceLoader:
 
     def __iter__(self):
         idx = self.order(self.epoch).to(self.device)
-        self.epoch += 1
-        for b in range(len(self)):
+        self.epoch, start, self.start = self.epoch + 1, self.start, 0
+        for b in range(start, len(self)):
             i = idx[b * self.batch_size : (b + 1) * self.batch_size]
             yield (self.images[i], self.labels[i]) if self.labels is not None else self.images[i]

@@ -67,17 +67,17 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, # (N,
                  test_features: torch.Tensor, test_labels: torch.Tensor, # (M, D), (M,)
                  protocol: str | Protocol = "package", # a key of `PROTOCOLS` or a Protocol
                  seed: int = 0, # initialisation and batch order of the classifier
-                 device=None, # where to train (default: CUDA if available)
+                 device=None, # where to train (default: where the features are)
                 ) -> float:
     "Test accuracy of a linear classifier trained on frozen features (unlabelled rows, label −1, are skipped)."
     p = _protocol(protocol)
     if p.augment is not None: raise ValueError(f"this protocol trains on augmented images ({p.augment!r}); use augmented_probe or probe_images, which have the images.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    keep = train_labels >= 0
+    device = device or train_features.device
+    keep = (train_labels >= 0).to(train_features.device)
     x, y = train_features[keep].float(), train_labels[keep]
     mu, sd = (x.mean(0), x.std(0).clamp(min=1e-6)) if p.standardize else (0.0, 1.0)
     x, xt = ((x - mu) / sd).to(device), ((test_features.float() - mu) / sd).to(device)
-    y, yt = y.to(device), test_labels.to(device)
+    y, yt = y.to(device), test_labels.to(device)  # (all on the device: only the accuracy comes back)
     g = torch.Generator().manual_seed(seed)
     batches = lambda: ((x[i], y[i]) for i in torch.randperm(len(x), generator=g).to(device).split(p.batch_size))
     clf = _train_linear(batches, x.shape[1], int(y.max()) + 1, p, seed, device)
@@ -209,11 +209,11 @@ def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: i
                   ) -> float:
     "Mean squared distance of features to their nearest of `k` k-means centres (k-means++ seeding, Lloyd's iterations)."
     x = F.normalize(features.float(), dim=1) if normalize else features.float()
-    g = torch.Generator().manual_seed(seed)
-    centres = x[torch.randint(len(x), (1,), generator=g)]
+    g = torch.Generator().manual_seed(seed)  # draws on the CPU (the same seeds everywhere), arithmetic where the features are
+    centres = x[torch.randint(len(x), (1,), generator=g).to(x.device)]
     for _ in range(1, k):  # k-means++: the next centre with probability ∝ squared distance to the nearest centre
         d2 = torch.cdist(x, centres).pow(2).min(1).values
-        centres = torch.cat([centres, x[torch.multinomial(d2 / d2.sum(), 1, generator=g)]])
+        centres = torch.cat([centres, x[torch.multinomial((d2 / d2.sum()).cpu(), 1, generator=g).to(x.device)]])
     for _ in range(iters):
         assign = torch.cdist(x, centres).argmin(1)
         new = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)])
@@ -233,14 +233,15 @@ def view_similarity(method: nn.Module, images: torch.Tensor, augment: str = "sim
 def retrieval(query_features: torch.Tensor, query_labels: torch.Tensor, db_features: torch.Tensor, db_labels: torch.Tensor,
               top: int = 10, chunk: int = 256) -> dict:
     "Mean average precision and precision@`top` of cosine-similarity retrieval, relevance = same class."
-    db = F.normalize(db_features.float(), dim=1)
+    device = db_features.device
+    db, db_labels, query_features, query_labels = F.normalize(db_features.float(), dim=1), db_labels.to(device), query_features.to(device), query_labels.to(device)
     n_relevant = torch.bincount(db_labels, minlength=int(max(db_labels.max(), query_labels.max())) + 1)
     aps, precs = [], []
     for q, y in zip(F.normalize(query_features.float(), dim=1).split(chunk), query_labels.split(chunk)):
         order = (q @ db.T).argsort(dim=1, descending=True)
         rel = (db_labels[order] == y[:, None]).float()              # relevance down each ranking
         hits = rel.cumsum(1)
-        ranks = torch.arange(1, rel.shape[1] + 1)
+        ranks = torch.arange(1, rel.shape[1] + 1, device=device)
         aps.append((hits / ranks * rel).sum(1) / n_relevant[y].clamp(min=1))
         precs.append(rel[:, :top].mean(1))
     return {"map": torch.cat(aps).mean().item(), f"precision@{top}": torch.cat(precs).mean().item()}

@@ -10,6 +10,9 @@ import dataclasses
 from contextlib import contextmanager
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +24,15 @@ from torch import nn
 from .augment import PRESETS, Views
 from .data import DeviceLoader, default_device, label_subset, load_dataset
 from .methods import METHODS, build_method, channel_stats, collapse_level
-from .papers import paper_preset
+from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'lr_factor', 'Config',
-           'eval_mode', 'extract_features', 'knn_accuracy', 'CheckpointError', 'save_atomic', 'load_checkpoint',
-           'NonFiniteLossError', 'distributed_context', 'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm',
-           'Trainer', 'plot_history', 'train_or_resume', 'tutorial_scale', 'quick_config', 'cpu_config', 'paper_config']
+__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'GPUS', 'TRAIN_IMAGES',
+           'TEST_IMAGES', 'lr_factor', 'Config', 'eval_mode', 'extract_features', 'knn_accuracy', 'CheckpointError',
+           'save_atomic', 'load_checkpoint', 'NonFiniteLossError', 'distributed_context', 'resolve_device',
+           'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history', 'train_or_resume', 'in_colab',
+           'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config', 'colab_config', 'step_cost',
+           'estimate_cost', 'cost_line']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -69,12 +74,13 @@ class Config:
     options: dict = field(default_factory=dict) # method options: w, lam, alpha, kind, beta, tau, logscale, dim, ...
     seed: int = 0
     device: str = "auto" # "auto" (CUDA, then MPS, then CPU), or a torch device string
-    amp: bool = True # mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler)
+    amp: bool | str = True # mixed precision: True picks per device (`amp_dtype`); "bf16" or "fp16" force one (the CPU too); False: off
     channels_last: bool = True # channels-last memory format on CUDA and the CPU (faster convolutions on both)
     compile: bool = False # torch.compile the method
     knn_every: int = 0 # kNN monitor every N epochs (0: off)
     knn_k: int | None = None # neighbours of the kNN monitor (SidAE 200, graded similarity 201)
     checkpoint_every: int = 1 # write last.pt every N epochs (and always at the end)
+    checkpoint_minutes: float = 0 # also write last.pt every N minutes, mid-epoch (0: off); a resumed run continues from that step
     keep_every: int = 0 # also keep epoch_NNN.pt every N epochs, for accuracy-over-epochs curves (0: off)
     log_every: int = 25 # steps between progress-bar updates (each one synchronises with the device)
     out: str = "runs/run" # output folder
@@ -96,6 +102,8 @@ class Config:
         if not c.lr > 0: raise ValueError(f"lr must be > 0; got {c.lr}.")
         if not 0 < c.label_fraction <= 1: raise ValueError(f"label_fraction must be in (0, 1]; got {c.label_fraction}.")
         if c.limit is not None and c.limit < 1: raise ValueError(f"limit must be None or at least 1; got {c.limit}.")
+        if c.amp not in (True, False, "bf16", "fp16"): raise ValueError(f"amp must be True, False, 'bf16' or 'fp16'; got {c.amp!r}.")
+        if not c.checkpoint_minutes >= 0: raise ValueError(f"checkpoint_minutes must be >= 0 (0: off); got {c.checkpoint_minutes}.")
         unknown = set(c.options) - set(METHOD_OPTIONS)
         if unknown: raise ValueError(f"unknown method options {sorted(unknown)}; known: {', '.join(METHOD_OPTIONS)}.")
         return c
@@ -115,22 +123,24 @@ def extract_features(method: nn.Module, # anything with `.features(x)` for image
                      batch_size: int = 1024,
                      device=None, # where to compute (default: where the method's parameters are)
                     ) -> torch.Tensor:
-    "Backbone features (N, D) of clean images, in eval mode, as float32 on the CPU."
+    "Backbone features (N, D) of clean images, in eval mode, as float32 on the device that computed them (nothing is copied to the host)."
     device = device or next(method.parameters()).device
-    with eval_mode(method): return torch.cat([method.features(b.to(device).float() / 255).float().cpu() for b in images.split(batch_size)])
+    with eval_mode(method): return torch.cat([method.features(b.to(device).float() / 255).float() for b in images.split(batch_size)])
 
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
                  k: int = 200, tau: float = 0.1, chunk: int = 1024) -> float:
-    "Accuracy of a temperature-weighted k-nearest-neighbour vote on cosine similarity."
+    "Accuracy of a temperature-weighted k-nearest-neighbour vote on cosine similarity, computed where `train_features` are."
+    device = train_features.device
+    train_labels, test_features, test_labels = train_labels.to(device), test_features.to(device), test_labels.to(device)
     bank, keep = F.normalize(train_features.float(), dim=1), train_labels >= 0
     bank, bank_labels = bank[keep], train_labels[keep]
     n_classes, k = int(bank_labels.max()) + 1, min(k, len(bank))
-    correct = 0
+    correct = torch.zeros((), device=device)
     for f, y in zip(F.normalize(test_features.float(), dim=1).split(chunk), test_labels.split(chunk)):
         sims, idx = (f @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(f), n_classes).scatter_add_(1, bank_labels[idx], torch.exp(sims / tau))
-        correct += (votes.argmax(1) == y).sum().item()
-    return correct / len(test_labels)
+        votes = torch.zeros(len(f), n_classes, device=device).scatter_add_(1, bank_labels[idx], torch.exp(sims / tau))
+        correct += (votes.argmax(1) == y).sum()
+    return correct.item() / len(test_labels)  # one synchronisation
 
 # %% ../nbs/05_train.ipynb #9b4f375e
 class CheckpointError(ValueError):
@@ -179,7 +189,12 @@ def distributed_context() -> tuple[int, int, int]:
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     "The device for `name` ('auto' picks CUDA, then MPS, then CPU); each local rank gets its own GPU."
-    device = default_device() if name == "auto" else torch.device(name)
+    if name == "auto": device = default_device()
+    else:
+        try: device = torch.device(name)
+        except RuntimeError: raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type not in ("cpu", "cuda", "mps"): raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps.")
+    if device.type == "mps" and not torch.backends.mps.is_available(): raise ValueError("device 'mps' was asked for but MPS is not available; use --device cpu or auto.")
     if device.type == "cuda":
         if not torch.cuda.is_available(): raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
         device = torch.device("cuda", local_rank if device.index is None else device.index)
@@ -229,6 +244,28 @@ def _history_csv(history: list[dict], path: Path):
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(history)
     os.replace(tmp, path)
 
+# %% ../nbs/05_train.ipynb #a20baa4c
+def amp_dtype(device: torch.device | str, amp: bool | str = True) -> torch.dtype | None:
+    "The autocast dtype of a run on `device`: bf16 on GPUs with native bf16 (compute capability 8.0+), fp16 (with a grad scaler) on older GPUs such as a T4, none on the CPU or MPS; 'bf16' or 'fp16' force one anywhere, False turns it off."
+    device = torch.device(device)
+    if amp in ("bf16", "fp16"): return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp is not True or device.type != "cuda": return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+
+# %% ../nbs/05_train.ipynb #d3cd02cd
+@contextmanager
+def _deferred_interrupt():
+    "Within the block the first SIGINT sets the yielded event instead of raising (a second one raises at once); outside the main thread, a no-op."
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event; return
+    def handler(signum, frame):
+        if event.is_set(): raise KeyboardInterrupt
+        event.set()
+    previous = signal.signal(signal.SIGINT, handler)
+    try: yield event
+    finally: signal.signal(signal.SIGINT, previous)
+
 # %% ../nbs/05_train.ipynb #01ef86b6
 class Trainer:
     "Pretrain any method of `METHODS` on a data set, on whatever device is there."
@@ -265,9 +302,10 @@ class Trainer:
         else: self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         total, warmup = cfg.epochs * len(self.loader), cfg.warmup_epochs * len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
-        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda and cfg.amp else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.epoch, self.history = 0, []
+        self.amp_dtype = amp_dtype(self.device, cfg.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.history, self.partial = 0, [], None  # partial: the unfinished epoch's progress (step, sums, ...)
+        self._interrupted, self._last_save = threading.Event(), time.time()
         self.out = Path(cfg.out)
         self._test = None
 
@@ -302,45 +340,74 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> list[dict]:
         "Train until `config.epochs` (or until epoch `stop_after`, to simulate an interruption); returns the history."
-        from tqdm.auto import tqdm
-        cfg, last = self.config, min(self.config.epochs, stop_after or self.config.epochs)
-        while self.epoch < last:
-            self.loader.set_epoch(self.epoch)
-            self.method.train()
-            start, sums, n, embedding = time.time(), {}, 0, None
-            bar = tqdm(total=len(self.loader), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
-            for i, batch in enumerate(self.loader):
-                xb, yb = batch
-                out = self.step(xb, yb if self.method.uses_labels else None)
-                for k, v in {"loss": out.loss, **out.parts}.items(): sums[k] = sums.get(k, 0) + v.detach().float()
-                n += 1
-                if out.embedding is not None: embedding = out.embedding
-                if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
-                    means = {k: (v / n).item() for k, v in sums.items()}  # the one synchronisation
-                    self._check_finite(means, i)
-                    bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{n * len(xb) * self.world / (time.time() - start):.0f}"})
-                bar.update(1)
-            bar.close()
-            self.epoch += 1
-            row = {"epoch": self.epoch, **{k: (v / n).item() for k, v in sums.items()}, "lr": self.optimizer.param_groups[0]["lr"],
-                   "collapse": collapse_level(embedding) if embedding is not None else float("nan"),
-                   "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
-            self._check_finite(row, len(self.loader) - 1)
-            if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
-                row["knn"] = self.knn()
-            self.history.append(row)
-            if self.rank == 0:
-                if self.progress: print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
-                if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs: self.save()
-                if cfg.keep_every and self.epoch % cfg.keep_every == 0: self.save(self.out / f"epoch_{self.epoch:03d}.pt")
+        last = min(self.config.epochs, stop_after or self.config.epochs)
+        with _deferred_interrupt() as interrupted:
+            self._interrupted, self._last_save = interrupted, time.time()
+            while self.epoch < last:
+                self._fit_epoch()
+                if interrupted.is_set(): self._stop()
         return self.history
+
+    def _fit_epoch(self):
+        from tqdm.auto import tqdm
+        cfg, p = self.config, self.partial or {"step": 0, "sums": {}, "n": 0, "finite": 0, "seconds": 0.0}
+        self.loader.set_epoch(self.epoch, start=p["step"])
+        self.method.train()
+        start, embedding = time.time() - p["seconds"], None
+        sums = {k: torch.tensor(v, device=self.device) for k, v in p["sums"].items()}
+        n, finite = p["n"], torch.tensor(float(p["finite"]), device=self.device)
+        bar = tqdm(total=len(self.loader), initial=p["step"], desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
+        for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
+            out = self.step(xb, yb if self.method.uses_labels else None)
+            ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16: the scaler skips such steps
+            for k, v in {"loss": out.loss, **out.parts}.items():
+                v = v.detach().float()
+                sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if self.scaler.is_enabled() else v)
+            n, finite = n + 1, finite + ok
+            if out.embedding is not None: embedding = out.embedding
+            if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
+                means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
+                self._check_finite(means, i)
+                bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{(i + 1 - p['step']) * len(xb) * self.world / (time.time() - start - p['seconds'] + 1e-9):.0f}"})
+            bar.update(1)
+            if i + 1 < len(self.loader):  # mid-epoch: stop here if interrupted, or write a checkpoint if one is due
+                due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
+                if self._interrupted.is_set() or due:
+                    self.partial = {"step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
+                                    "seconds": time.time() - start}
+                    if self._interrupted.is_set(): bar.close(); self._stop()
+                    if self.rank == 0: self.save()
+        bar.close()
+        self.epoch, self.partial = self.epoch + 1, None
+        row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": self.optimizer.param_groups[0]["lr"],
+               "collapse": collapse_level(embedding) if embedding is not None else float("nan"),
+               "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
+        if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
+        self._check_finite(row, len(self.loader) - 1)
+        if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
+            row["knn"] = self.knn()
+        self.history.append(row)
+        if self.rank == 0:
+            if self.progress: print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
+            if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs: self.save()
+            if cfg.keep_every and self.epoch % cfg.keep_every == 0: self.save(self.out / f"epoch_{self.epoch:03d}.pt")
+
+    def _stop(self):
+        "After an interrupt (Ctrl-C, a notebook's stop button): write the checkpoint, say how to resume, and stop."
+        where = f"epoch {self.epoch + 1}, step {self.partial['step']}" if self.partial else f"the end of epoch {self.epoch}"
+        if self.rank == 0:
+            path = self.save()
+            print(f"interrupted: saved {path} at {where}; resume with Trainer.resume({str(path)!r}).fit(), "
+                  f"train_or_resume(config), or ssl_ae pretrain --resume {path}", file=sys.stderr)
+        raise KeyboardInterrupt
 
     def _check_finite(self, values: dict, step: int):
         bad = {k: v for k, v in values.items() if k != "collapse" and not math.isfinite(v)}
         if bad:
             kept = self.out / "last.pt"
             where = f"{kept} (epoch {self.epoch})" if self.epoch and kept.exists() else "none was written yet"
-            raise NonFiniteLossError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}) at epoch {self.epoch + 1}, "
+            every = " in every step since the last check (more than fp16's grad scaler can skip)" if self.scaler.is_enabled() else ""
+            raise NonFiniteLossError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}){every} at epoch {self.epoch + 1}, "
                                      f"step {step + 1}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn off mixed precision (--no-amp).")
 
     def state_dict(self) -> dict:
@@ -348,13 +415,14 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
         if self.device.type == "cuda": rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "config": dataclasses.asdict(self.config),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "partial": self.partial, "config": dataclasses.asdict(self.config),
                 "history": self.history, "rng": rng}
 
     def save(self, path: str | Path | None = None) -> Path:
         "Write the checkpoint (default OUT/last.pt) and the history atomically."
         path = Path(path) if path else self.out / "last.pt"
         save_atomic(self.state_dict(), path)
+        self._last_save = time.time()
         if self.history: _history_csv(self.history, path.parent / "history.csv")
         return path
 
@@ -365,7 +433,7 @@ class Trainer:
             raise CheckpointError(f"the checkpoint's weights do not fit this {self.config.method} / {self.config.backbone} model: {str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(ckpt["optimizer"]); self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
+        self.epoch, self.history, self.partial = ckpt["epoch"], list(ckpt["history"]), ckpt.get("partial")
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.generator.set_state(ckpt["rng"]["augment"])
         if "cuda" in ckpt["rng"] and self.device.type == "cuda": torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
@@ -401,7 +469,7 @@ def plot_history(history: list[dict], title: str | None = None):
     return fig
 
 # %% ../nbs/05_train.ipynb #be4a6f15
-_RUN_ONLY = ("device", "data", "download", "log_every", "checkpoint_every", "keep_every", "compile", "out", "knn_every", "knn_k")
+_RUN_ONLY = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every", "compile", "out", "knn_every", "knn_k")
 
 def train_or_resume(config: Config, progress: bool = True) -> Trainer:
     "Train `config` into `config.out`, or load/resume the run already there (same settings); returns the trainer."
@@ -420,13 +488,32 @@ def train_or_resume(config: Config, progress: bool = True) -> Trainer:
     return trainer
 
 # %% ../nbs/05_train.ipynb #1a7ad739
-SCALES = ("smoke", "cpu", "paper")
+SCALES = ("smoke", "cpu", "colab", "paper")
+
+def in_colab() -> bool:
+    "Whether this is a Google Colab runtime."
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 def tutorial_scale() -> str:
-    "The scale tutorials run at (one of `SCALES`): `SSL_AE_SCALE` if set, else 'paper' with a CUDA GPU and 'smoke' without."
+    "The scale tutorials run at (one of `SCALES`): `SSL_AE_SCALE` if set, else 'colab' in Colab with a GPU, 'paper' with a CUDA GPU elsewhere, 'smoke' without one."
     name = os.environ.get("SSL_AE_SCALE", "").strip().lower()
     if name and name not in SCALES: raise ValueError(f"SSL_AE_SCALE must be one of {', '.join(SCALES)}; got {name!r}.")
-    return name or ("paper" if torch.cuda.is_available() else "smoke")
+    if name: return name
+    if not torch.cuda.is_available(): return "smoke"
+    return "colab" if in_colab() else "paper"
+
+def runs_folder(tutorial: str, # short name, e.g. "sidae"
+                scale: str, # one of `SCALES`
+                drive: bool | None = None, # keep it on Google Drive (default: in Colab)
+               ) -> Path:
+    "Where a tutorial keeps its runs: runs/tutorial_NAME/SCALE, or in Colab a folder on Google Drive (mounted on first use) that outlives the session."
+    if drive is None: drive = in_colab()
+    if not drive: return Path("runs") / f"tutorial_{tutorial}" / scale
+    mydrive = Path("/content/drive/MyDrive")
+    if not mydrive.exists():
+        from google.colab import drive as google_drive  # asks the user to allow access, once per session
+        google_drive.mount("/content/drive")
+    return mydrive / "ssl_ae" / f"tutorial_{tutorial}" / scale
 
 # %% ../nbs/05_train.ipynb #f83bf25c
 QUICK_RECIPE = dict(dataset="toy", backbone="small", limit=4096, epochs=8, batch_size=64, optimizer="adam", lr=1e-3,
@@ -455,3 +542,67 @@ def cpu_config(method: str = "sidae", **settings) -> Config:
 def paper_config(method: str = "sidae", dataset: str = "cifar10", paper: str | None = None, **settings) -> Config:
     "A paper-scale `Config`: `method` on `dataset` with the settings of `paper` (default: the method's home paper) wherever `settings` are silent."
     return _config(method, {"dataset": dataset, "paper": paper}, {}, settings)
+
+def colab_config(method: str = "sidae", dataset: str | None = None, paper: str | None = None, **settings) -> Config:
+    "A `colab`-scale `Config`: `paper_config` shortened to the epochs of the paper's `colab` plan (chapter 04a), with a checkpoint every 10 minutes."
+    plan = PAPERS[paper or HOME[method]].colab
+    return _config(method, {"dataset": dataset or plan["dataset"], "paper": paper, "epochs": plan["epochs"], "checkpoint_minutes": 10}, {}, settings)
+
+# %% ../nbs/05_train.ipynb #476f4d98
+GPUS = {"T4": {"tflops": 6.0, "memory_gib": 15.0, "dtype": "fp16"},     # free Colab GPU: fp16 tensor cores, no bf16
+        "A100": {"tflops": 30.0, "memory_gib": 40.0, "dtype": "bf16"}}  # effective TFLOP/s assumed for 32-pixel convnets (not peak)
+TRAIN_IMAGES = {"toy": 10_000, "digits": 4_000, "cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
+                "stl10": 100_000}  # pretraining split (STL-10: the unlabelled one)
+TEST_IMAGES = {"toy": 2_000, "digits": 1_000, "cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000, "stl10": 8_000}
+
+def step_cost(config: Config) -> dict:
+    "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, bytes of saved activations per image, and bytes of parameters."
+    from torch.utils.flop_counter import FlopCounterMode
+    cfg = config.resolved()
+    torch.manual_seed(0)
+    extra = {"n_classes": 10} if cfg.method == "supervised" else {}
+    method = build_method(cfg.method, backbone=cfg.backbone, **cfg.options, **extra).train()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    views = PRESETS[cfg.augment](x, torch.Generator().manual_seed(0)) if method.n_views else None
+    params = {p.untyped_storage().data_ptr() for p in method.parameters()}
+    saved = {}
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params: saved[ptr] = t.untyped_storage().nbytes()
+        return t
+    with FlopCounterMode(display=False) as step, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = method(x.float() / 255, views, torch.zeros(2, dtype=torch.long) if method.uses_labels else None)
+        out.loss.backward()
+    with FlopCounterMode(display=False) as fwd, torch.no_grad(): method.eval().features(x.float() / 255)
+    return {"step_flops_per_image": step.get_total_flops() / 2, "forward_flops_per_image": fwd.get_total_flops() / 2,
+            "activation_bytes_per_image": sum(saved.values()) / 2, "parameter_bytes": sum(p.numel() * 4 for p in method.parameters())}
+
+def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
+                  gpus=("T4", "A100"), # keys of `GPUS`
+                 ) -> dict:
+    "Estimated hours and peak GPU memory (GiB) of training and probing `configs` on each GPU; FLOPs measured by `step_cost`, throughput assumed (`GPUS`)."
+    costs, out = {}, {}
+    for gpu in gpus:
+        spec, seconds, memory = GPUS[gpu], 0.0, 0.0
+        for c in configs:
+            c = c.resolved()
+            key = (c.method, c.backbone, c.augment, tuple(sorted(c.options.items())))
+            if key not in costs: costs[key] = step_cost(c)
+            k = costs[key]
+            n = min(TRAIN_IMAGES[c.dataset], c.limit or TRAIN_IMAGES[c.dataset])
+            images = c.epochs * (n // c.batch_size) * c.batch_size
+            flops = images * k["step_flops_per_image"] + (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"]
+            seconds += flops / (spec["tflops"] * 1e12)
+            half = 0.5 if c.amp else 1.0
+            need = 4 * k["parameter_bytes"] + half * k["activation_bytes_per_image"] * c.batch_size + n * 3 * 32 * 32 + 2 ** 30
+            memory = max(memory, need / 2 ** 30)
+        out[gpu] = {"hours": seconds / 3600, "memory_gib": memory, "fits": memory <= spec["memory_gib"]}
+    return out
+
+def cost_line(configs: list, scale: str) -> str:
+    "One line for a tutorial to print before it trains: its scale's estimated T4 and A100 hours and GPU memory."
+    e = estimate_cost(configs)
+    t4, a100 = e["T4"], e["A100"]
+    fmt = lambda h: "under a minute" if h < 1 / 60 else f"about {h * 60:.0f} min" if h < 1 else f"about {h:.1f} h"
+    return (f"{scale} scale, {len(configs)} pretraining runs: {fmt(t4['hours'])} on a T4 and {fmt(a100['hours'])} on an A100, "
+            f"{max(t4['memory_gib'], a100['memory_gib']):.1f} GiB of GPU memory at most (estimates from counted FLOPs and assumed throughput, chapter 05)")

@@ -38,7 +38,9 @@ def test_pretrain_bad_input_fails_fast_with_one_line(tmp_path):
              (["--method", "nope"], "invalid choice: 'nope'"),
              (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
              (["--dataset", "mnist", "--data", str(tmp_path / "empty")], "mnist (train split) not found: looked in"),
-             (["--resume", str(corrupt)], "is not a readable checkpoint")]
+             (["--resume", str(corrupt)], "is not a readable checkpoint"),
+             (["--device", "toaster"], "argument --device: unknown device 'toaster'; use auto, cpu, cuda, cuda:N or mps"),
+             (["--amp", "fp8"], "argument --amp: invalid choice: 'fp8'")]
     for args, expected in cases:
         start = time.time()
         run = ssl_ae("pretrain", *args, "--out", str(tmp_path / "out"))
@@ -52,7 +54,7 @@ def test_pretrain_bad_input_fails_fast_with_one_line(tmp_path):
 def test_pretrain_help_explains_every_flag():
     run = ssl_ae("pretrain", "--help")
     assert run.returncode == 0
-    for flag in ("--method", "--dataset", "--epochs", "--w", "--lam", "--alpha", "--out", "--resume", "--device", "--compile", "--no-amp"):
+    for flag in ("--method", "--dataset", "--epochs", "--w", "--lam", "--alpha", "--out", "--resume", "--device", "--compile", "--no-amp", "--amp", "--checkpoint-minutes"):
         assert flag in run.stdout
 
 

@@ -79,7 +79,8 @@ def test_four_tutorials_each_with_badge_colab_install_modes_and_cost():
         install = [c.source for c in nb.cells if c.cell_type == "code" and "pip" in c.source]
         assert len(install) == 1 and 'if "google.colab" in sys.modules' in install[0], path.name
         assert "SCALE = tutorial_scale()" in text and "PAPER_PROBE = False" in text, path.name
-        assert "minute" in text and "Paper-scale cost" in text and "SSL_AE_SCALE=cpu python tests/execute_notebooks.py" in text, path.name
+        assert "minute" in text and "**Cost.**" in text and "print(cost_line(list(PLAN.values()), SCALE))" in text, path.name
+        assert "SSL_AE_SCALE=cpu python tests/execute_notebooks.py" in text and "colab_config(" in text and "runs_folder(" in text, path.name
         assert "What we run differently, and why" in text and "deviations_markdown(" in text, path.name
         assert not any("#| export" in c.source for c in nb.cells), f"{path.name}: tutorials are not exported"
 

@@ -89,3 +89,54 @@ def test_config_errors_name_the_setting():
         Trainer(Config(backbone="small", limit=128, batch_size=128, options={"w": 1.5}), progress=False)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         Config(batch_size=0).resolved()
+
+
+def _interrupt_at(trainer, call):
+    "Send this process a SIGINT (Ctrl-C, a notebook's stop button) during the `call`-th training step."
+    import signal
+    step, calls = trainer.step, []
+    def step_and_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call: os.kill(os.getpid(), signal.SIGINT)
+        return step(*args, **kwargs)
+    trainer.step = step_and_interrupt
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, capsys):
+    "Ctrl-C during step 5 of epoch 2: the step finishes, last.pt records the position, and resuming equals a straight run."
+    straight = Trainer(small_config(tmp_path / "a", epochs=2, limit=512, batch_size=64), progress=False)
+    straight.fit()
+    t = Trainer(small_config(tmp_path / "b", epochs=2, limit=512, batch_size=64), progress=False)
+    _interrupt_at(t, 8 + 5)
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    assert "resume with" in capsys.readouterr().err
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["partial"]["step"] == 5
+    resumed = Trainer.resume(tmp_path / "b" / "last.pt", progress=False)
+    resumed.fit()
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in h]
+    assert drop(straight.history) == drop(resumed.history)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["partial"] is None
+
+
+def test_checkpoints_on_a_clock_survive_a_crash(tmp_path):
+    "With checkpoint_minutes set, a run killed without warning (no chance to save) resumes from its last timed checkpoint, exactly."
+    straight = Trainer(small_config(tmp_path / "a", epochs=1, limit=512, batch_size=64), progress=False)
+    straight.fit()
+    t = Trainer(small_config(tmp_path / "b", epochs=1, limit=512, batch_size=64, checkpoint_minutes=1e-9), progress=False)  # every step
+    step, calls = t.step, []
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7: raise SystemExit("the Colab runtime disconnected")
+        return step(*args, **kwargs)
+    t.step = crash
+    with pytest.raises(SystemExit):
+        t.fit()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["partial"]["step"] == 6
+    resumed = Trainer.resume(tmp_path / "b" / "last.pt", progress=False, checkpoint_minutes=0)
+    resumed.fit()
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

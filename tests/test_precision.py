@@ -1,0 +1,121 @@
+"""The GPU's code paths, run on the CPU where torch allows: autocast in bfloat16 and in float16 with the grad scaler,
+channels-last and torch.compile each give the eager float32 loss and gradients of one `Trainer.step`, for every method
+on the small network; a non-finite float16 step is skipped by the scaler, not reported as a failure.
+
+Tolerances (stated once, here): |Δloss| ≤ tol · (1 + |loss|), and the whole gradient vector (all parameters flattened)
+has cosine similarity ≥ cos with the float32 one and a norm within `norm` of it.
+- channels-last, float32: tol 1e-4, cos 0.9999, norm 1e-3 (a different convolution algorithm, the same arithmetic);
+- torch.compile (inductor), float32: the same (fused kernels reorder sums);
+- float16 with the grad scaler: tol 1e-2, cos 0.99, norm 0.05 (10 mantissa bits);
+- bfloat16: tol 3e-2, cos 0.97, norm 0.10 (7 mantissa bits).
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from nbflags import enabled_flags  # noqa: E402
+
+from ssl_ae.methods import METHODS  # noqa: E402
+from ssl_ae.train import Config, NonFiniteLossError, Trainer  # noqa: E402
+
+TOLERANCE = {"channels_last": (1e-4, 0.9999, 1e-3), "compile": (1e-4, 0.9999, 1e-3),
+             "fp16": (1e-2, 0.99, 0.05), "bf16": (3e-2, 0.97, 0.10)}
+SMALL = {"dim": 32, "hidden": 32, "projector_layers": 2}
+OPTIONS = {"simsiam": SMALL, "dae": SMALL, "sidae": SMALL, "simsiam_gs": SMALL}
+
+
+def config(method, tmp_path, **kw):
+    base = dict(method=method, dataset="toy", backbone="small", limit=256, epochs=1, batch_size=16, optimizer="sgd", lr=0.01,
+                weight_decay=0.0, schedule="constant", warmup_epochs=0, augment="toy", channels_last=False, amp=False,
+                options=OPTIONS.get(method, {} if method == "supervised" else {"dim": 32}), out=str(tmp_path / "run"), device="cpu")
+    return Config(**{**base, **kw})
+
+
+def one_step(cfg):
+    """Loss and (unscaled) gradients of the first `Trainer.step` on a fixed batch, captured where the optimiser reads them.
+    With float16 the scaler starts at 2^16 and skips steps that overflow (the weights stay as they are) until its
+    scale fits: the same batch and views are tried again, as the next steps of a real run would be."""
+    trainer = Trainer(cfg, progress=False)
+    params = [p for p in trainer.method.parameters() if p.requires_grad]
+    seen, views = {}, trainer.generator.get_state()
+    def capture(*args, **kwargs):
+        seen["grads"] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten() for p in params])
+    trainer.optimizer.step = capture
+    for attempt in range(24):
+        trainer.generator.set_state(views); torch.manual_seed(0)  # the same views; the VAE family samples with the global generator
+        out = trainer.step(trainer.images[:16], trainer.labels[:16] if trainer.method.uses_labels else None)
+        if "grads" in seen: break
+    trainer.attempts = attempt + 1
+    return out.loss.detach().float().item(), seen.get("grads"), trainer
+
+
+def assert_close(ref, got, kind, method):
+    tol, cos_min, norm_tol = TOLERANCE[kind]
+    (l0, g0), (l1, g1) = ref, got
+    assert abs(l1 - l0) <= tol * (1 + abs(l0)), f"{method}, {kind}: loss {l1:.6f} vs float32 {l0:.6f}"
+    assert g1 is not None and torch.isfinite(g1).all(), f"{method}, {kind}: no finite gradients reached the optimiser"
+    cos = torch.nn.functional.cosine_similarity(g0, g1, dim=0).item()
+    ratio = (g1.norm() / g0.norm()).item()
+    assert cos >= cos_min and abs(ratio - 1) <= norm_tol, f"{method}, {kind}: gradient cosine {cos:.5f}, norm ratio {ratio:.4f}"
+
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden"),
+              pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")]  # a skipped fp16 step, as on a GPU
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_channels_last_and_mixed_precision_match_float32(tmp_path, method):
+    ref = one_step(config(method, tmp_path))[:2]
+    assert_close(ref, one_step(config(method, tmp_path, channels_last=True))[:2], "channels_last", method)
+    loss, grads, trainer = one_step(config(method, tmp_path, amp="fp16"))
+    assert trainer.amp_dtype == torch.float16 and trainer.scaler.is_enabled()
+    assert_close(ref, (loss, grads), "fp16", method)
+    loss, grads, trainer = one_step(config(method, tmp_path, amp="bf16", channels_last=True))
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    assert_close(ref, (loss, grads), "bf16", method)
+
+
+# One method per family; compiling takes about half a minute each on a 2-core CPU, so CI compiles SidAE and the rest
+# run with SSL_AE_TEST_FLAGS=slow.
+FAMILIES = ["sidae"] + [pytest.param(m, marks=pytest.mark.skipif("slow" not in enabled_flags(), reason="slow: SSL_AE_TEST_FLAGS=slow"))
+                        for m in ("aasae", "dae_embed", "simclr_gs", "simsiam_gs", "supervised")]
+
+
+@pytest.mark.parametrize("method", FAMILIES)
+def test_compile_matches_eager(tmp_path, method):
+    ref = one_step(config(method, tmp_path, channels_last=True))[:2]
+    assert_close(ref, one_step(config(method, tmp_path, channels_last=True, compile=True))[:2], "compile", method)
+
+
+def test_a_non_finite_fp16_step_is_skipped_not_fatal(tmp_path):
+    "An overflowing float16 step leaves the weights alone and halves the scale; the run goes on and counts it."
+    trainer = Trainer(config("sidae", tmp_path, amp="fp16", epochs=2, limit=64, log_every=1), progress=False)
+    forward, calls = trainer.model.forward, []
+    def overflow_once(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        calls.append(1)
+        return out._replace(loss=out.loss * float("inf")) if len(calls) == 3 else out
+    trainer.model.forward = overflow_once
+    scale = trainer.scaler.get_scale()
+    trainer.fit()
+    assert trainer.history[0]["nonfinite_steps"] == 1 and trainer.history[1]["nonfinite_steps"] == 0
+    assert trainer.scaler.get_scale() < scale * 2 ** 20  # halved once on the way (it grows only after 2,000 good steps)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in trainer.history)
+
+
+def test_fp16_that_never_recovers_stops_with_a_message(tmp_path):
+    trainer = Trainer(config("sidae", tmp_path, amp="fp16", log_every=2), progress=False)
+    forward = trainer.model.forward
+    trainer.model.forward = lambda *a, **k: (lambda o: o._replace(loss=o.loss * float("nan")))(forward(*a, **k))
+    with pytest.raises(NonFiniteLossError, match="more than fp16's grad scaler can skip"):
+        trainer.fit()
+
+
+def test_unknown_device_is_one_clear_line(tmp_path):
+    with pytest.raises(ValueError, match="unknown device 'toaster'; use auto, cpu, cuda, cuda:N or mps"):
+        Trainer(config("sidae", tmp_path, device="toaster"), progress=False)
+    with pytest.raises(ValueError, match="amp must be True, False, 'bf16' or 'fp16'"):
+        config("sidae", tmp_path, amp="fp8").resolved()
