@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from .data import check_range
 
 # %% auto #0
-__all__ = ['g', 'EMBEDDING_KINDS', 'randn', 'negative_cosine', 'simsiam_loss', 'dae_loss', 'sidae_loss', 'embedding_loss',
-           'dae_embedding_loss', 'nt_xent', 'gaussian_nll', 'kl_standard_normal', 'vae_loss', 'ioa', 'iou',
-           'graded_similarity', 'd_gs', 'simsiam_gs_loss', 'simclr_gs_loss']
+__all__ = ['EMBEDDING_KINDS', 'negative_cosine', 'simsiam_loss', 'dae_loss', 'sidae_loss', 'embedding_loss', 'dae_embedding_loss',
+           'nt_xent', 'gaussian_nll', 'kl_standard_normal', 'vae_loss', 'ioa', 'iou', 'graded_similarity', 'd_gs',
+           'simsiam_gs_loss', 'simclr_gs_loss']
 
 # %% ../nbs/03_losses.ipynb #ad352fd1
 def _check_pairs(**tensors):
@@ -25,10 +25,6 @@ def _check_pairs(**tensors):
         raise ValueError("shapes must match: " + ", ".join(f"{k} {s}" for k, s in shapes.items()) + ".")
     for k, v in tensors.items():
         if v.ndim < 1 or v.shape[0] == 0: raise ValueError(f"{k} must be a non-empty batch; got shape {tuple(v.shape)}.")
-
-
-g = torch.Generator().manual_seed(0)
-def randn(*shape): return torch.randn(*shape, generator=g)
 
 # %% ../nbs/03_losses.ipynb #3c84b289
 def negative_cosine(a: torch.Tensor, # (B, d)

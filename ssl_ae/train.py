@@ -32,7 +32,7 @@ __all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIO
            'save_atomic', 'load_checkpoint', 'NonFiniteLossError', 'distributed_context', 'resolve_device',
            'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history', 'train_or_resume', 'in_colab',
            'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config', 'colab_config', 'step_cost',
-           'estimate_cost', 'cost_line']
+           'estimate_cost', 'duration', 'cost_line']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -298,8 +298,9 @@ class Trainer:
         self.augment = PRESETS[cfg.augment]
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
         params = [p for p in self.method.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd": self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else: self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        fused = {"fused": True} if cuda else {}  # one kernel per step, and the fp16 grad scaler then skips bad steps without asking the host
+        if cfg.optimizer == "sgd": self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
+        else: self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         total, warmup = cfg.epochs * len(self.loader), cfg.warmup_epochs * len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
@@ -504,10 +505,10 @@ def tutorial_scale() -> str:
 
 def runs_folder(tutorial: str, # short name, e.g. "sidae"
                 scale: str, # one of `SCALES`
-                drive: bool | None = None, # keep it on Google Drive (default: in Colab)
+                drive: bool | None = None, # keep it on Google Drive (default: in Colab, unless SSL_AE_DRIVE=0)
                ) -> Path:
     "Where a tutorial keeps its runs: runs/tutorial_NAME/SCALE, or in Colab a folder on Google Drive (mounted on first use) that outlives the session."
-    if drive is None: drive = in_colab()
+    if drive is None: drive = in_colab() and os.environ.get("SSL_AE_DRIVE", "1") != "0"  # SSL_AE_DRIVE=0: keep runs on the session's disk
     if not drive: return Path("runs") / f"tutorial_{tutorial}" / scale
     mydrive = Path("/content/drive/MyDrive")
     if not mydrive.exists():
@@ -555,6 +556,8 @@ TRAIN_IMAGES = {"toy": 10_000, "digits": 4_000, "cifar10": 50_000, "cifar100": 5
                 "stl10": 100_000}  # pretraining split (STL-10: the unlabelled one)
 TEST_IMAGES = {"toy": 2_000, "digits": 1_000, "cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000, "stl10": 8_000}
 
+_STEP_COSTS = {}
+
 def step_cost(config: Config) -> dict:
     "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, bytes of saved activations per image, and bytes of parameters."
     from torch.utils.flop_counter import FlopCounterMode
@@ -581,14 +584,14 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
                   gpus=("T4", "A100"), # keys of `GPUS`
                  ) -> dict:
     "Estimated hours and peak GPU memory (GiB) of training and probing `configs` on each GPU; FLOPs measured by `step_cost`, throughput assumed (`GPUS`)."
-    costs, out = {}, {}
+    out = {}
     for gpu in gpus:
         spec, seconds, memory = GPUS[gpu], 0.0, 0.0
         for c in configs:
             c = c.resolved()
             key = (c.method, c.backbone, c.augment, tuple(sorted(c.options.items())))
-            if key not in costs: costs[key] = step_cost(c)
-            k = costs[key]
+            if key not in _STEP_COSTS: _STEP_COSTS[key] = step_cost(c)  # measured once per process for each distinct model
+            k = _STEP_COSTS[key]
             n = min(TRAIN_IMAGES[c.dataset], c.limit or TRAIN_IMAGES[c.dataset])
             images = c.epochs * (n // c.batch_size) * c.batch_size
             flops = images * k["step_flops_per_image"] + (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"]
@@ -599,10 +602,13 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
         out[gpu] = {"hours": seconds / 3600, "memory_gib": memory, "fits": memory <= spec["memory_gib"]}
     return out
 
+def duration(hours: float) -> str:
+    "A rough duration in words: 'under a minute', 'about 52 min', 'about 2.5 h'."
+    return "under a minute" if hours < 1 / 60 else f"about {hours * 60:.0f} min" if hours < 1 else f"about {hours:.1f} h"
+
 def cost_line(configs: list, scale: str) -> str:
     "One line for a tutorial to print before it trains: its scale's estimated T4 and A100 hours and GPU memory."
     e = estimate_cost(configs)
     t4, a100 = e["T4"], e["A100"]
-    fmt = lambda h: "under a minute" if h < 1 / 60 else f"about {h * 60:.0f} min" if h < 1 else f"about {h:.1f} h"
-    return (f"{scale} scale, {len(configs)} pretraining runs: {fmt(t4['hours'])} on a T4 and {fmt(a100['hours'])} on an A100, "
+    return (f"{scale} scale, {len(configs)} pretraining runs: {duration(t4['hours'])} on a T4 and {duration(a100['hours'])} on an A100, "
             f"{max(t4['memory_gib'], a100['memory_gib']):.1f} GiB of GPU memory at most (estimates from counted FLOPs and assumed throughput, chapter 05)")

@@ -29,6 +29,18 @@ def test_bad_input_is_one_line_and_status_2():
     assert run.returncode == 2 and "must be a positive whole number" in run.stderr
 
 
+def in_process(*args):
+    "Run `ssl_ae ARGS` in this process (the same `main` the console script calls): (status, stdout, stderr)."
+    import contextlib
+    import io
+    from ssl_ae.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: status = main(list(args))
+        except SystemExit as e: status = e.code
+    return status, out.getvalue(), err.getvalue()
+
+
 def test_pretrain_bad_input_fails_fast_with_one_line(tmp_path):
     import time
     corrupt = tmp_path / "last.pt"
@@ -43,11 +55,11 @@ def test_pretrain_bad_input_fails_fast_with_one_line(tmp_path):
              (["--amp", "fp8"], "argument --amp: invalid choice: 'fp8'")]
     for args, expected in cases:
         start = time.time()
-        run = ssl_ae("pretrain", *args, "--out", str(tmp_path / "out"))
-        assert run.returncode == 2, (args, run.stderr)
-        assert expected in run.stderr and run.stderr.strip().count("\n") == 0, (args, run.stderr)
+        status, _, err = in_process("pretrain", *args, "--out", str(tmp_path / "out"))
+        assert status == 2, (args, err)
+        assert expected in err and err.strip().count("\n") == 0, (args, err)
         assert time.time() - start < 30, args
-    run = ssl_ae("evaluate", str(corrupt))
+    run = ssl_ae("evaluate", str(corrupt))  # and once through the installed console script
     assert run.returncode == 2 and "is not a readable checkpoint" in run.stderr and run.stderr.strip().count("\n") == 0
 
 

@@ -1,0 +1,99 @@
+"""Every line of a GPU run except the device itself, on the CPU: each tutorial's `paper` and `colab` plan — the runs its
+settings cell lists before it trains — with the paper's networks, augmentations, optimisers, schedules and probe
+protocols, shrunk to a few steps on a few dozen images of CIFAR-10, CIFAR-100, STL-10, MNIST and Fashion-MNIST files
+written in their real on-disk formats. Runs that differ only in a number (a weight, a seed, the length) share a code
+path, so one of each is trained."""
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_data import write_cifar, write_mnist, write_stl10  # noqa: E402
+
+from ssl_ae.data import load_dataset  # noqa: E402
+from ssl_ae.evaluate import probe_images  # noqa: E402
+from ssl_ae.train import Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = ["01_sidae", "02_aasae", "03_dae_embedding", "04_graded_similarity"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root, "cifar10", n=24)     # 5 training files of 24 images, 24 test images
+    write_cifar(root, "cifar100", n=120)   # one training file, 120 test images
+    write_mnist(root, "MNIST", n=96); write_mnist(root, "FashionMNIST", n=96)
+    write_stl10(root, n=96)                # train, test and unlabelled splits
+    return root
+
+
+def settings(tutorial: str, scale: str, monkeypatch) -> dict:
+    "The names the tutorial's settings cell defines at `scale`, up to the cost estimate (before it loads data or trains)."
+    if (tutorial, scale) not in _SETTINGS:
+        with monkeypatch.context() as m:
+            m.setenv("SSL_AE_SCALE", scale)
+            m.chdir(ROOT / "nbs" / "tutorials")
+            nb = nbformat.read(ROOT / "nbs" / "tutorials" / f"{tutorial}.ipynb", as_version=4)
+            code = [c.source for c in nb.cells if c.cell_type == "code"]
+            cell = next(s for s in code if "SCALE = tutorial_scale()" in s)
+            g = {}
+            exec(next(s for s in code if "from ssl_ae.train import" in s), g)
+            exec(cell[: cell.index("print(cost_line(")], g)
+        _SETTINGS[tutorial, scale] = g
+    return _SETTINGS[tutorial, scale]
+
+_SETTINGS = {}
+
+
+def code_path(c) -> tuple:
+    "What decides which lines a run executes: not the numbers, but the method, data, network, augmentation, optimiser, schedule and which options are set."
+    c = c.resolved()
+    return (c.method, c.dataset, c.split, c.backbone, c.augment, c.optimizer, c.schedule,
+            tuple(sorted((k, v) for k, v in c.options.items() if isinstance(v, (str, bool)) or v is None)))
+
+
+@pytest.mark.parametrize("tutorial", TUTORIALS)
+def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monkeypatch):
+    "The colab plan is the paper's headline runs, shortened (and checkpointed every 10 minutes, which tests/test_train.py covers): it adds no code path."
+    g = settings(tutorial, "paper", monkeypatch)
+    colab = settings(tutorial, "colab", monkeypatch)["PLAN"]
+    assert g["PLAN"] and colab, tutorial
+    seen = {}
+    for name, c in g["PLAN"].items(): seen.setdefault(code_path(c), (name, c))
+    for name, c in colab.items():
+        assert code_path(c) in seen, f"{tutorial}: the colab run {name} takes a code path the paper plan does not"
+        paper_run = g["PLAN"][re.sub(r"seed\d+", "seed0", name)]  # the same entry in the paper plan (which may have fewer seeds)
+        assert c.resolved().checkpoint_minutes == 10 and c.resolved().epochs < paper_run.resolved().epochs, name
+    for name, c in seen.values():
+        c = c.resolved()
+        small = dataclasses.replace(c, data=str(data), download=False, limit=48, epochs=1, batch_size=16, warmup_epochs=0, knn_every=0,
+                                    device="cpu", out=str(tmp_path / name))
+        t = Trainer(small, progress=False)
+        t.fit()
+        assert len(t.history) == 1 and torch.isfinite(torch.tensor(t.history[0]["loss"])), name
+        probe_set = g.get("PROBE", c.dataset)  # White pretrains on CIFAR-100 and probes on CIFAR-10
+        xtr, ytr = load_dataset(probe_set, data, "train"); xte, yte = load_dataset(probe_set, data, "test")
+        protocol = g["protocol_for"](c.method) if "protocol_for" in g else g["PROTOCOL"]
+        protocol = dataclasses.replace(protocol, epochs=1, batch_size=16)
+        table = probe_images(t.method, xtr[:48], ytr[:48], xte[:32], yte[:32], (1.0, 0.1), (0,), protocol)
+        assert all(0 <= a <= 1 for a, _ in table.values()), name
+
+
+@pytest.mark.parametrize("tutorial", TUTORIALS)
+def test_the_stated_costs_are_the_estimates(tutorial, monkeypatch):
+    "Each tutorial's cost paragraph states its colab and paper estimates as the package computes them from its plans, so they cannot drift."
+    from ssl_ae.train import duration, estimate_cost
+    colab, paper = (settings(tutorial, s, monkeypatch)["PLAN"] for s in ("colab", "paper"))
+    c, p = estimate_cost(list(colab.values())), estimate_cost(list(paper.values()))
+    text = " ".join(" ".join(x.source for x in nbformat.read(ROOT / "nbs" / "tutorials" / f"{tutorial}.ipynb", as_version=4).cells
+                             if x.cell_type == "markdown").split())
+    expected = [f"`colab` scale ({len(colab)} runs) takes {duration(c['T4']['hours'])} on a T4", f"`paper` scale ({len(paper)} runs",
+                f"{duration(p['A100']['hours'])} on an A100 ({duration(p['T4']['hours'])} on a T4)"]
+    for e in expected: assert e in text, f"{tutorial}: the cost paragraph should say {e!r}"
