@@ -286,12 +286,12 @@ def plot_views(x: torch.Tensor, # clean images (N, 3, H, W), uint8 or float
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     x = (x.float() / 255 if x.dtype == torch.uint8 else x)[:n].cpu()
-    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.2), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(0.64 * n, 2.3), squeeze=False)  # about twice the images' own size: sharp and light
     rows = [x, views.x1[:n].cpu(), views.x2[:n].cpu()]
     for r, (label, imgs) in enumerate(zip(("clean", "view 1", "view 2"), rows)):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).numpy()); ax.set_xticks([]); ax.set_yticks([])
+            ax.imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
             if c == 0: ax.set_ylabel(label)
             if r == 0:
                 for box, style in ((views.box1[c], "-"), (views.box2[c], "--")):

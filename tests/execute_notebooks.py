@@ -21,10 +21,22 @@ class FlaggedClient(NotebookClient):
         return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def without_widget_state(nb):
+    "Drop saved widget state and widget views: the static site cannot run them, and they weigh hundreds of KB."
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
+    return nb
+
+
 def execute(path: Path, timeout: int = 1800):
     nb = nbformat.read(path, as_version=4)
     FlaggedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    nbformat.write(nb, path)
+    nbformat.write(without_widget_state(nb), path)
 
 
 if __name__ == "__main__":
