@@ -180,7 +180,7 @@ def _pretrain(args) -> int:
     s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol, recalibrate=False if args.no_recalibrate else None,
                               progress=not args.quiet, **overrides)
     print()
-    print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epochs on {s['device']}, {s['seconds']:.0f} s")
+    print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} on {s['device']}, {s['seconds']:.0f} s")
     print(f"linear probe ({s['probe_protocol']} protocol{', BatchNorm recalibrated on clean images' if s['bn_recalibrated'] else ''}):")
     print(f"  {'encoder':<28}{'test accuracy':>14}")
     print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")

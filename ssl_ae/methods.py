@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses as L
+from . import losses
 from .augment import Views
 from .data import check_range
-from .models import Decoder, GaussianHead, Predictor, Projector, WhiteDecoder, resnet18_backbone, white_backbone
+from .models import Decoder, GaussianHead, Predictor, Projector, SmallDecoder, WhiteDecoder, resnet18_backbone, small_backbone, white_backbone
 
 # %% auto #0
-__all__ = ['BACKBONES', 'METHODS', 'channel_stats', 'Normalize', 'small_backbone', 'SmallDecoder', 'build_backbone',
-           'build_decoder', 'Output', 'Method', 'SiameseAE', 'EmbeddingDAE', 'StochasticAE', 'gather', 'SimCLR',
-           'SimSiamGS', 'Supervised', 'build_method', 'collapse_level']
+__all__ = ['BACKBONES', 'METHODS', 'channel_stats', 'Normalize', 'build_backbone', 'build_decoder', 'Output', 'Method',
+           'SiameseAE', 'EmbeddingDAE', 'StochasticAE', 'gather', 'SimCLR', 'SimSiamGS', 'Supervised', 'build_method',
+           'embedding_spread']
 
 # %% ../nbs/04_methods.ipynb #1b66f80c
 def channel_stats(images: torch.Tensor) -> tuple[tuple, tuple]:
@@ -44,27 +44,6 @@ class Normalize(nn.Module):
     def inverse(self, x): return x * self.std + self.mean
 
 # %% ../nbs/04_methods.ipynb #833e8f5d
-def small_backbone(width: int = 16) -> nn.Module:
-    "A 4-block VGG-style CNN (width, 2·width, 4·width, 8·width channels): images (B, 3, 32, 32) → (B, 8·width)."
-    def block(c_in, c_out): return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-    w = width
-    net = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w), nn.MaxPool2d(2),
-                        *block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    net.out_dim = 8 * w
-    return net
-
-class SmallDecoder(nn.Module):
-    "Mirror of `small_backbone`: z (B, in_dim) → image (B, 3, 32, 32) in the encoder's normalised input space."
-    output_space = "normalized"
-    def __init__(self, in_dim: int, width: int = 16):
-        super().__init__()
-        w = width
-        def up(c_in, c_out, last=False):
-            return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)] + ([] if last else [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)])
-        self.net = nn.Sequential(nn.Linear(in_dim, 8 * w * 16), nn.Unflatten(1, (8 * w, 4, 4)), nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True),
-                                 *up(8 * w, 4 * w), *up(4 * w, 2 * w), *up(2 * w, 3, last=True))
-    def forward(self, z): return self.net(z)
-
 BACKBONES = ("small", "resnet18_cifar", "resnet18_imagenet", "white")
 
 def build_backbone(name: str) -> nn.Module:
@@ -149,12 +128,12 @@ class SiameseAE(Method):
         parts, loss = {}, 0.0
         if self.predictor is not None:
             p1, p2 = self.predictor(z1), self.predictor(z2)
-            if self.stop_gradient: parts["simsiam"] = L.simsiam_loss(p1, p2, z1, z2)
-            else: parts["simsiam"] = 0.5 * (L.negative_cosine(p1, z2) + L.negative_cosine(p2, z1))  # no stop-gradient: collapses
+            if self.stop_gradient: parts["simsiam"] = losses.simsiam_loss(p1, p2, z1, z2)
+            else: parts["simsiam"] = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1))  # no stop-gradient: collapses
             loss = loss + (1 - self.w) * parts["simsiam"]
         if self.decoder is not None:
             r1, r2 = self.decoder(z1), self.decoder(z2)
-            if self.reconstruct_target == "clean": parts["dae"] = L.dae_loss(self.target(x, self.decoder), r1, r2)
+            if self.reconstruct_target == "clean": parts["dae"] = losses.dae_loss(self.target(x, self.decoder), r1, r2)
             else: parts["dae"] = 0.5 * (F.mse_loss(r1, self.target(views.x1, self.decoder)) + F.mse_loss(r2, self.target(views.x2, self.decoder)))
             loss = loss + self.w * parts["dae"]
         return Output(loss, parts, z1)
@@ -167,7 +146,7 @@ class EmbeddingDAE(Method):
     def __init__(self, alpha: float = 10.0, kind: str = "ncs", denoising: bool = True, backbone: str = "small", dim: int = 64, **stats):
         super().__init__(backbone, **stats)
         if alpha < 0: raise ValueError(f"alpha must be >= 0; got {alpha}.")
-        if kind not in L.EMBEDDING_KINDS: raise ValueError(f"kind must be one of {', '.join(L.EMBEDDING_KINDS)}; got {kind!r}.")
+        if kind not in losses.EMBEDDING_KINDS: raise ValueError(f"kind must be one of {', '.join(losses.EMBEDDING_KINDS)}; got {kind!r}.")
         self.alpha, self.kind, self.denoising = float(alpha), kind, denoising
         self.projector = nn.Linear(self.backbone.out_dim, dim)
         self.decoder = build_decoder(backbone, dim)
@@ -177,8 +156,8 @@ class EmbeddingDAE(Method):
         r1, r2 = self.decoder(z1), self.decoder(z2)
         target = self.target(x, self.decoder) if self.denoising else (self.target(views.x1, self.decoder), self.target(views.x2, self.decoder))
         t1, t2 = (target, target) if self.denoising else target
-        parts = {"reconstruction": F.mse_loss(r1, t1) + F.mse_loss(r2, t2), "embedding": L.embedding_loss(z1, z2, self.kind)}
-        return Output(L.dae_embedding_loss(target, r1, r2, z1, z2, self.alpha, self.kind), parts, z1)
+        parts = {"reconstruction": F.mse_loss(r1, t1) + F.mse_loss(r2, t2), "embedding": losses.embedding_loss(z1, z2, self.kind)}
+        return Output(losses.dae_embedding_loss(target, r1, r2, z1, z2, self.alpha, self.kind), parts, z1)
 
 # %% ../nbs/04_methods.ipynb #c65d1317
 class StochasticAE(Method):
@@ -204,9 +183,9 @@ class StochasticAE(Method):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.sample and self.training else mu
         recon = self.decoder(z)
         target = self.target(x, self.decoder)
-        parts = {"nll": L.gaussian_nll(target, recon, self.logscale)}
-        if self.beta: parts["kl"] = L.kl_standard_normal(mu, logvar)
-        return Output(L.vae_loss(target, recon, self.logscale, mu, logvar, self.beta), parts, mu)
+        parts = {"nll": losses.gaussian_nll(target, recon, self.logscale)}
+        if self.beta: parts["kl"] = losses.kl_standard_normal(mu, logvar)
+        return Output(losses.vae_loss(target, recon, self.logscale, mu, logvar, self.beta), parts, mu)
 
 # %% ../nbs/04_methods.ipynb #da1bfc8b
 def gather(t: torch.Tensor) -> torch.Tensor:
@@ -218,8 +197,8 @@ def gather(t: torch.Tensor) -> torch.Tensor:
 
 def _psi(views: Views, lam: float, similarity: str) -> tuple[torch.Tensor, torch.Tensor]:
     "Graded-similarity targets of view 1 with respect to view 2 and back."
-    if similarity == "ioa": return L.graded_similarity(L.ioa(views.box1, views.box2), lam), L.graded_similarity(L.ioa(views.box2, views.box1), lam)
-    overlap = L.graded_similarity(L.iou(views.box1, views.box2), lam)
+    if similarity == "ioa": return losses.graded_similarity(losses.ioa(views.box1, views.box2), lam), losses.graded_similarity(losses.ioa(views.box2, views.box1), lam)
+    overlap = losses.graded_similarity(losses.iou(views.box1, views.box2), lam)
     return overlap, overlap
 
 class SimCLR(Method):
@@ -240,10 +219,10 @@ class SimCLR(Method):
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
         g1, g2 = gather(z1), gather(z2)
-        if self.lam is None: parts = {"nt_xent": L.nt_xent(g1, g2, self.tau)}
+        if self.lam is None: parts = {"nt_xent": losses.nt_xent(g1, g2, self.tau)}
         else:
             psi12, psi21 = (gather(p) for p in _psi(views, self.lam, self.similarity))
-            parts = {"simclr_gs": L.simclr_gs_loss(g1, g2, psi12, psi21, self.tau)}
+            parts = {"simclr_gs": losses.simclr_gs_loss(g1, g2, psi12, psi21, self.tau)}
         return Output(next(iter(parts.values())), parts, z1)
 
 class SimSiamGS(Method):
@@ -261,7 +240,7 @@ class SimSiamGS(Method):
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
         psi12, psi21 = _psi(views, self.lam, self.similarity)
-        parts = {"simsiam_gs": L.simsiam_gs_loss(self.predictor(z1), self.predictor(z2), z1, z2, psi12, psi21)}
+        parts = {"simsiam_gs": losses.simsiam_gs_loss(self.predictor(z1), self.predictor(z2), z1, z2, psi12, psi21)}
         return Output(parts["simsiam_gs"], parts, z1)
 
 # %% ../nbs/04_methods.ipynb #60d6ac47
@@ -304,6 +283,6 @@ def build_method(name: str, **options) -> Method:
     return method
 
 # %% ../nbs/04_methods.ipynb #2d62e0b7
-def collapse_level(z: torch.Tensor) -> float:
-    "√d · mean over dimensions of the batch standard deviation of ℓ2-normalised embeddings: ≈1 healthy, 0 collapsed."
+def embedding_spread(z: torch.Tensor) -> float:
+    "√d · mean over dimensions of the batch standard deviation of ℓ2-normalised embeddings: ≈1 spread over every direction, 0 collapsed."
     return (F.normalize(z.detach().float(), dim=1).std(0).mean() * math.sqrt(z.shape[1])).item()

@@ -11,7 +11,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['STEMS', 'resnet18_backbone', 'trace_shapes', 'Projector', 'Predictor', 'Decoder', 'GaussianHead', 'white_backbone',
-           'WhiteDecoder']
+           'WhiteDecoder', 'small_backbone', 'SmallDecoder']
 
 # %% ../nbs/02_models.ipynb #f3e64935
 STEMS = ("imagenet", "cifar")
@@ -124,3 +124,25 @@ class WhiteDecoder(nn.Sequential):
         def up(c_in, c_out): return nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
         super().__init__(nn.Linear(in_dim, 8192), nn.Unflatten(1, (512, 4, 4)), nn.Hardtanh(),
                          up(512, 64), nn.Hardtanh(), up(64, 32), nn.Hardtanh(), up(32, 3), nn.Sigmoid())
+
+# %% ../nbs/02_models.ipynb #241c3fc9
+def small_backbone(width: int = 16) -> nn.Module:
+    "A 4-block VGG-style CNN (width, 2·width, 4·width, 8·width channels): images (B, 3, 32, 32) → (B, 8·width)."
+    def block(c_in, c_out): return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    w = width
+    net = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w), nn.MaxPool2d(2),
+                        *block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.out_dim = 8 * w
+    return net
+
+class SmallDecoder(nn.Module):
+    "Mirror of `small_backbone`: z (B, in_dim) → image (B, 3, 32, 32) in the encoder's normalised input space."
+    output_space = "normalized"
+    def __init__(self, in_dim: int, width: int = 16):
+        super().__init__()
+        w = width
+        def up(c_in, c_out, last=False):
+            return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)] + ([] if last else [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)])
+        self.net = nn.Sequential(nn.Linear(in_dim, 8 * w * 16), nn.Unflatten(1, (8 * w, 4, 4)), nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True),
+                                 *up(8 * w, 4 * w), *up(4 * w, 2 * w), *up(2 * w, 3, last=True))
+    def forward(self, z): return self.net(z)

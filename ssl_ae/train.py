@@ -23,7 +23,7 @@ from torch import nn
 
 from .augment import PRESETS, Views
 from .data import DeviceLoader, default_device, label_subset, load_dataset
-from .methods import METHODS, build_method, channel_stats, collapse_level
+from .methods import METHODS, build_method, channel_stats, embedding_spread
 from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
@@ -201,6 +201,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         torch.cuda.set_device(device)
     return device
 
+class _AllReduceSum(torch.autograd.Function):
+    "Sum over ranks, differentiable: every rank's output is the same sum, so the gradient of a rank's input is the sum of every rank's output gradient."
+    @staticmethod
+    def forward(ctx, x):
+        import torch.distributed as dist
+        x = x.clone(); dist.all_reduce(x); return x
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+        grad = grad.clone(); dist.all_reduce(grad); return grad
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     "BatchNorm whose training statistics are taken over the batches of all ranks (a SyncBatchNorm that also runs on the CPU with gloo)."
     def _check_input_dim(self, x): pass
@@ -208,11 +219,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         import torch.distributed as dist
         if not self.training or not (dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
         dims = [0] + list(range(2, x.ndim))
         shape = [1, -1] + [1] * (x.ndim - 2)
         local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
-        total = all_reduce(local)  # differentiable sum over ranks
+        total = _AllReduceSum.apply(local)  # differentiable sum over ranks
         c = x.shape[1]
         n = total[-1]
         mean = total[:c] / n
@@ -381,7 +391,7 @@ class Trainer:
         bar.close()
         self.epoch, self.partial = self.epoch + 1, None
         row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": self.optimizer.param_groups[0]["lr"],
-               "collapse": collapse_level(embedding) if embedding is not None else float("nan"),
+               "spread": embedding_spread(embedding) if embedding is not None else float("nan"),
                "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
         if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
         self._check_finite(row, len(self.loader) - 1)
@@ -403,7 +413,7 @@ class Trainer:
         raise KeyboardInterrupt
 
     def _check_finite(self, values: dict, step: int):
-        bad = {k: v for k, v in values.items() if k != "collapse" and not math.isfinite(v)}
+        bad = {k: v for k, v in values.items() if k != "spread" and not math.isfinite(v)}
         if bad:
             kept = self.out / "last.pt"
             where = f"{kept} (epoch {self.epoch})" if self.epoch and kept.exists() else "none was written yet"
@@ -452,17 +462,17 @@ class Trainer:
 
 # %% ../nbs/05_train.ipynb #73a5f533
 def plot_history(history: list[dict], title: str | None = None):
-    "Loss parts, collapse level and (if monitored) kNN accuracy per epoch; returns the figure."
+    "Loss parts, embedding spread and (if monitored) kNN accuracy per epoch; returns the figure."
     import matplotlib.pyplot as plt
     epochs = [r["epoch"] for r in history]
-    skip = {"epoch", "lr", "collapse", "seconds", "images_per_s", "knn"}
+    skip = {"epoch", "lr", "spread", "seconds", "images_per_s", "knn"}
     parts = [k for k in history[0] if k not in skip]
     knn = [(r["epoch"], r["knn"]) for r in history if r.get("knn") is not None]
     fig, axes = plt.subplots(1, 3 if knn else 2, figsize=(12 if knn else 8, 3))
     for k in parts: axes[0].plot(epochs, [r[k] for r in history], marker=".", label=k)
     axes[0].set_title("loss"); axes[0].set_xlabel("epoch"); axes[0].legend(fontsize=8)
-    axes[1].plot(epochs, [r["collapse"] for r in history], marker="."); axes[1].set_ylim(0, 1.1)
-    axes[1].set_title("collapse level (1 healthy, 0 collapsed)"); axes[1].set_xlabel("epoch")
+    axes[1].plot(epochs, [r["spread"] for r in history], marker="."); axes[1].set_ylim(0, 1.1)
+    axes[1].set_title("embedding spread (1 spread, 0 collapsed)"); axes[1].set_xlabel("epoch")
     if knn:
         axes[2].plot(*zip(*knn), marker="."); axes[2].set_title("kNN accuracy"); axes[2].set_xlabel("epoch")
     if title: fig.suptitle(title)
@@ -557,6 +567,13 @@ TRAIN_IMAGES = {"toy": 10_000, "digits": 4_000, "cifar10": 50_000, "cifar100": 5
 TEST_IMAGES = {"toy": 2_000, "digits": 1_000, "cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000, "stl10": 8_000}
 
 _STEP_COSTS = {}
+_SHAPE_OPTIONS = ("dim", "hidden", "projector_layers", "projector_bn", "projection", "normalize_input")
+
+def _cost_key(c: Config) -> tuple:
+    "What changes a step's FLOPs and memory: method, network, augmentation, the options that shape the heads, and whether SidAE's w drops a head (0 or 1)."
+    w = c.options.get("w")
+    heads = None if w is None else "decoder only" if w == 1 else "predictor only" if w == 0 else "both"
+    return (c.method, c.backbone, c.augment, heads, tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
 
 def step_cost(config: Config) -> dict:
     "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, bytes of saved activations per image, and bytes of parameters."
@@ -589,7 +606,7 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
         spec, seconds, memory = GPUS[gpu], 0.0, 0.0
         for c in configs:
             c = c.resolved()
-            key = (c.method, c.backbone, c.augment, tuple(sorted(c.options.items())))
+            key = _cost_key(c)
             if key not in _STEP_COSTS: _STEP_COSTS[key] = step_cost(c)  # measured once per process for each distinct model
             k = _STEP_COSTS[key]
             n = min(TRAIN_IMAGES[c.dataset], c.limit or TRAIN_IMAGES[c.dataset])
