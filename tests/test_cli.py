@@ -16,17 +16,19 @@ def test_bench_augment_json():
 
 
 def test_help_explains_every_flag():
-    run = ssl_ae("bench", "augment", "--help")
-    assert run.returncode == 0
-    for flag in ("--json", "--images", "--batch-size", "--workers", "--preset"): assert flag in run.stdout
+    status, out, _ = in_process("bench", "augment", "--help")
+    assert status == 0
+    for flag in ("--json", "--images", "--batch-size", "--workers", "--preset", "--device"): assert flag in out
 
 
 def test_bad_input_is_one_line_and_status_2():
-    run = ssl_ae("bench", "augment", "--preset", "nope")
-    assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.strip().count("\n") == 0 and "choose one of simsiam_cifar" in run.stderr
-    run = ssl_ae("bench", "augment", "--images", "0")
-    assert run.returncode == 2 and "must be a positive whole number" in run.stderr
+    status, out, err = in_process("bench", "augment", "--preset", "nope")
+    assert status == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "choose one of simsiam_cifar" in err
+    status, _, err = in_process("bench", "augment", "--images", "0")
+    assert status == 2 and "must be a positive whole number" in err
+    status, _, err = in_process("bench", "step", "--device", "toaster")
+    assert status == 2 and "unknown device 'toaster'" in err and err.strip().count("\n") == 0
 
 
 def in_process(*args):
@@ -64,10 +66,10 @@ def test_pretrain_bad_input_fails_fast_with_one_line(tmp_path):
 
 
 def test_pretrain_help_explains_every_flag():
-    run = ssl_ae("pretrain", "--help")
-    assert run.returncode == 0
+    status, out, _ = in_process("pretrain", "--help")
+    assert status == 0
     for flag in ("--method", "--dataset", "--epochs", "--w", "--lam", "--alpha", "--out", "--resume", "--device", "--compile", "--no-amp", "--amp", "--checkpoint-minutes"):
-        assert flag in run.stdout
+        assert flag in out
 
 
 def test_bench_profile_json():
