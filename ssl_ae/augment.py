@@ -5,12 +5,15 @@
 # %% ../nbs/01_augment.ipynb #1ab331a5
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from fastcore.basics import patch
 
 from .data import check_images, check_range
 
@@ -261,6 +264,16 @@ PRESETS = {
     "none": Augment(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0),
     "toy": Augment(crop_scale=(0.3, 1.0), jitter=(0.8, 0.8, 0.8, 0.5), jitter_p=1.0, gray_p=0.3),
 }
+
+# %% ../nbs/01_augment.ipynb #82490b4d
+@patch
+def at(self: Augment, size: int) -> Augment:
+    "This pipeline for images of `size` × `size` pixels: views, fixed crop and blur kernel scaled from `self.size`."
+    if size == self.size: return self
+    if size < 8: raise ValueError(f"size must be at least 8 pixels; got {size}.")
+    r = size / self.size
+    return dataclasses.replace(self, size=size, crop_size=None if self.crop_size is None else round(self.crop_size * r),
+                               blur_kernel=max(3, int(self.blur_kernel * r) // 2 * 2 + 1))
 
 # %% ../nbs/01_augment.ipynb #6adfc084
 def torchvision_equivalent(aug: Augment):

@@ -51,10 +51,12 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `ssl_ae` command."
     from ssl_ae.augment import PRESETS
-    from ssl_ae.data import DATASETS
+    from ssl_ae.data import DATASETS, IMAGE_SIZES
     from ssl_ae.methods import BACKBONES, METHODS
     from ssl_ae.papers import PAPERS, PROTOCOLS
     p = _Parser(prog="ssl_ae", description="Self-supervised autoencoders for images: SidAE, AASAE, DAE + embedding losses, graded similarity.")
+    from ssl_ae import __version__
+    p.add_argument("--version", action="version", version=f"ssl_ae {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     pre = sub.add_parser("pretrain", help="pretrain a method, then linear-probe it against its random initialisation",
@@ -64,8 +66,11 @@ def parser() -> argparse.ArgumentParser:
                                      "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
                                      "recipe on the toy data).")
     pre.add_argument("--method", choices=list(METHODS), metavar="NAME", help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
-    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME", help=f"one of {', '.join(DATASETS)} (default: toy, built in)")
-    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets (default: data)")
+    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME",
+                     help=f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data (class subfolders or flat)")
+    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets, or your images with --dataset folder (default: data)")
+    pre.add_argument("--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX",
+                     help=f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set is resized to it (default: 32)")
     pre.add_argument("--download", action="store_true", help="let torchvision download missing data files (needs internet)")
     pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME", help=f"one of {', '.join(BACKBONES)}")
     pre.add_argument("--epochs", type=_positive, help="pretraining epochs")
@@ -110,6 +115,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.set_defaults(run=_evaluate)
+
+    exp = sub.add_parser("export", help="write a checkpoint's encoder as a plain PyTorch state dict, loadable without ssl_ae",
+                         description="Write the encoder of a checkpoint as a plain state dict: torchvision's ResNet-18 (with the run's stem), "
+                                     "White's network or the small network, with the input normalisation, the image size and the code that "
+                                     "rebuilds the network recorded next to the weights. Load it with torch.load(OUT, weights_only=True).")
+    exp.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
+    exp.add_argument("out", help="the file to write, e.g. encoder.pt")
+    exp.set_defaults(run=_export)
 
     bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
                            description="Speed benchmarks; each compares two ways of doing the same work in one run.")
@@ -156,7 +169,7 @@ def config_from_args(args):
     fields = dict(method=args.method or "sidae", dataset=args.dataset, data=args.data, download=args.download, seed=args.seed, device=args.device,
                   amp=False if args.no_amp else {"auto": True, "off": False}.get(args.amp, args.amp), compile=args.compile,
                   checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes, keep_every=args.keep_every, out=args.out,
-                  limit=args.limit, paper=args.paper)
+                  limit=args.limit, paper=args.paper, image_size=args.image_size)
     for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "augment"):
         if getattr(args, name) is not None: fields[name] = getattr(args, name)
     options = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
@@ -181,11 +194,22 @@ def _pretrain(args) -> int:
                               progress=not args.quiet, **overrides)
     print()
     print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} on {s['device']}, {s['seconds']:.0f} s")
-    print(f"linear probe ({s['probe_protocol']} protocol{', BatchNorm recalibrated on clean images' if s['bn_recalibrated'] else ''}):")
-    print(f"  {'encoder':<28}{'test accuracy':>14}")
-    print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")
-    print(f"  {'same network, random init':<28}{s['random_init_probe_accuracy']:>14.1%}")
+    if s["probe_accuracy"] is None:
+        print("linear probe skipped: the data have no labelled test split (for one, give the folder train/ and test/ subfolders of class folders)")
+    else:
+        print(f"linear probe ({s['probe_protocol']} protocol{', BatchNorm recalibrated on clean images' if s['bn_recalibrated'] else ''}):")
+        print(f"  {'encoder':<28}{'test accuracy':>14}")
+        print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")
+        print(f"  {'same network, random init':<28}{s['random_init_probe_accuracy']:>14.1%}")
     print(f"files in {cfg.out}: last.pt history.csv summary.json loss_curve.png" + (" reconstructions.png" if (Path(cfg.out) / "reconstructions.png").exists() else ""))
+    return 0
+
+def _export(args) -> int:
+    from ssl_ae.evaluate import export_backbone
+    info = export_backbone(args.checkpoint, args.out)
+    print(f"wrote {args.out}: {info['architecture']} encoder ({info['out_dim']}-d features, {info['image_size']} px input), "
+          f"{sum(v.numel() for v in info['state_dict'].values()):,} numbers; load it with torch.load({str(args.out)!r}, weights_only=True), "
+          f"then {info['build']}")
     return 0
 
 def _evaluate(args) -> int:
@@ -199,7 +223,8 @@ def _evaluate(args) -> int:
     device = resolve_device(args.device)
     data = args.data or cfg["data"]
     method = load_method(args.checkpoint, device)
-    xtr, ytr = load_dataset(cfg["dataset"], data, "train"); xte, yte = load_dataset(cfg["dataset"], data, "test")
+    size = cfg.get("image_size", 32)
+    xtr, ytr = load_dataset(cfg["dataset"], data, "train", size=size); xte, yte = load_dataset(cfg["dataset"], data, "test", size=size)
     p = PROTOCOLS[args.protocol]
     if args.no_recalibrate: p = dataclasses.replace(p, recalibrate=False)
     ftr, fte = encoder_features(method, xtr, xte, recalibrate=p.recalibrate)

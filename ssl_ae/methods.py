@@ -46,18 +46,18 @@ class Normalize(nn.Module):
 # %% ../nbs/04_methods.ipynb #833e8f5d
 BACKBONES = ("small", "resnet18_cifar", "resnet18_imagenet", "white")
 
-def build_backbone(name: str) -> nn.Module:
-    "A backbone by name (one of `BACKBONES`); it has an `out_dim` attribute."
+def build_backbone(name: str, size: int = 32) -> nn.Module:
+    "A backbone by name (one of `BACKBONES`) for images of `size` px; it has an `out_dim` attribute."
     if name == "small": return small_backbone()
-    if name == "white": return white_backbone()
+    if name == "white": return white_backbone(size)
     if name.startswith("resnet18_") and name[9:] in ("cifar", "imagenet"): return resnet18_backbone(name[9:])
     raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; got {name!r}.")
 
-def build_decoder(backbone: str, in_dim: int) -> nn.Module:
-    "The decoder that mirrors a backbone; its `output_space` says whether it outputs normalised images or pixels."
-    if backbone == "small": dec = SmallDecoder(in_dim)
-    elif backbone == "white": dec = WhiteDecoder(in_dim)
-    else: dec = Decoder(in_dim, stem=backbone[9:])
+def build_decoder(backbone: str, in_dim: int, size: int = 32) -> nn.Module:
+    "The decoder that mirrors a backbone, drawing images of `size` px; its `output_space` says whether it outputs normalised images or pixels."
+    if backbone == "small": dec = SmallDecoder(in_dim, size=size)
+    elif backbone == "white": dec = WhiteDecoder(in_dim, size)
+    else: dec = Decoder(in_dim, stem=backbone[9:], size=size)
     if not hasattr(dec, "output_space"): dec.output_space = "pixels" if backbone == "white" else "normalized"
     return dec
 
@@ -75,11 +75,12 @@ class Method(nn.Module):
     uses_boxes = False  # needs the views' crop boxes
     def __init__(self, backbone: str = "small", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                  normalize_input: bool = True, # False: the encoder reads pixels in [0, 1] as they are (White's network)
+                 size: int = 32, # side of the images, in pixels (32, 64 or 96): sets White's representation and every decoder
                 ):
         super().__init__()
-        self.backbone_name = backbone
+        self.backbone_name, self.image_size = backbone, size
         self.normalize = Normalize(mean, std) if normalize_input else Normalize((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-        self.backbone = build_backbone(backbone)
+        self.backbone = build_backbone(backbone, size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         "Backbone features of images in [0, 1] (B, 3, H, W): what evaluation uses."
@@ -121,7 +122,7 @@ class SiameseAE(Method):
         self.w, self.stop_gradient, self.reconstruct_target = float(w), stop_gradient, reconstruct
         self.projector = Projector(self.backbone.out_dim, hidden or dim, dim, layers=projector_layers, last_bn=projector_bn)
         self.predictor = Predictor(dim) if w < 1 else None
-        self.decoder = build_decoder(backbone, dim) if w > 0 else None
+        self.decoder = build_decoder(backbone, dim, self.image_size) if w > 0 else None
 
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
@@ -149,7 +150,7 @@ class EmbeddingDAE(Method):
         if kind not in losses.EMBEDDING_KINDS: raise ValueError(f"kind must be one of {', '.join(losses.EMBEDDING_KINDS)}; got {kind!r}.")
         self.alpha, self.kind, self.denoising = float(alpha), kind, denoising
         self.projector = nn.Linear(self.backbone.out_dim, dim)
-        self.decoder = build_decoder(backbone, dim)
+        self.decoder = build_decoder(backbone, dim, self.image_size)
 
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
@@ -171,7 +172,7 @@ class StochasticAE(Method):
         self.augment, self.sample, self.beta = augment, sample, float(beta)
         self.n_views = 1 if augment else 0
         self.head = GaussianHead(self.backbone.out_dim, dim, projection=projection)
-        self.decoder = build_decoder(backbone, dim)
+        self.decoder = build_decoder(backbone, dim, self.image_size)
         if logscale is None: self.logscale = nn.Parameter(torch.zeros(()))
         else: self.register_buffer("logscale", torch.tensor(float(logscale)))
 

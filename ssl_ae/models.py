@@ -109,20 +109,22 @@ class GaussianHead(nn.Module):
         return z, mu, logvar
 
 # %% ../nbs/02_models.ipynb #7f9b590f
-def white_backbone() -> nn.Module:
-    "White's 5-convolution encoder: images (B, 3, 32, 32) in [0, 1] → representation (B, 8192)."
+def white_backbone(size: int = 32, # side of the input images (32, 64 or 96)
+                  ) -> nn.Module:
+    "White's 5-convolution encoder: images (B, 3, size, size) in [0, 1] → representation (B, 512·(size/8)²), 8,192 at 32 px."
     def conv(c_in, c_out): return nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1)
     net = nn.Sequential(conv(3, 32), nn.Hardtanh(), conv(32, 32), nn.MaxPool2d(2),
                         conv(32, 64), nn.Hardtanh(), conv(64, 64), nn.MaxPool2d(2),
                         conv(64, 512), nn.MaxPool2d(2), nn.Flatten())
-    net.out_dim = 8192
+    net.out_dim = 512 * (size // 8) ** 2
     return net
 
 class WhiteDecoder(nn.Sequential):
-    "White's decoder: embedding (B, in_dim) → image (B, 3, 32, 32) in [0, 1]."
-    def __init__(self, in_dim: int = 64):
+    "White's decoder: embedding (B, in_dim) → image (B, 3, size, size) in [0, 1]."
+    def __init__(self, in_dim: int = 64, size: int = 32):
         def up(c_in, c_out): return nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
-        super().__init__(nn.Linear(in_dim, 8192), nn.Unflatten(1, (512, 4, 4)), nn.Hardtanh(),
+        s = size // 8
+        super().__init__(nn.Linear(in_dim, 512 * s * s), nn.Unflatten(1, (512, s, s)), nn.Hardtanh(),
                          up(512, 64), nn.Hardtanh(), up(64, 32), nn.Hardtanh(), up(32, 3), nn.Sigmoid())
 
 # %% ../nbs/02_models.ipynb #241c3fc9
@@ -136,13 +138,16 @@ def small_backbone(width: int = 16) -> nn.Module:
     return net
 
 class SmallDecoder(nn.Module):
-    "Mirror of `small_backbone`: z (B, in_dim) → image (B, 3, 32, 32) in the encoder's normalised input space."
+    "Mirror of `small_backbone`: z (B, in_dim) → image (B, 3, size, size) in the encoder's normalised input space; one transposed convolution per doubling."
     output_space = "normalized"
-    def __init__(self, in_dim: int, width: int = 16):
+    def __init__(self, in_dim: int, width: int = 16, size: int = 32):
         super().__init__()
-        w = width
+        w, side = width, 6 if size == 96 else 4   # 32 = 4·2³, 64 = 4·2⁴, 96 = 6·2⁴
+        n_up = (size // side).bit_length() - 1
+        if side << n_up != size: raise ValueError(f"size must be 32, 64 or 96; got {size}.")
+        chans = [8 * w, 4 * w, 2 * w] + [w] * (n_up - 3) + [3]
         def up(c_in, c_out, last=False):
             return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)] + ([] if last else [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)])
-        self.net = nn.Sequential(nn.Linear(in_dim, 8 * w * 16), nn.Unflatten(1, (8 * w, 4, 4)), nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True),
-                                 *up(8 * w, 4 * w), *up(4 * w, 2 * w), *up(2 * w, 3, last=True))
+        self.net = nn.Sequential(nn.Linear(in_dim, 8 * w * side * side), nn.Unflatten(1, (8 * w, side, side)), nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True),
+                                 *[l for i in range(n_up) for l in up(chans[i], chans[i + 1], last=i == n_up - 1)])
     def forward(self, z): return self.net(z)

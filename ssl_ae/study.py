@@ -194,8 +194,11 @@ def _setup(self: Study, data: tuple, # (train images, train labels, test images,
 
 _RUN_FIELDS = ("accuracy", "train_s", "loss", "config", "protocol", "seconds")  # what every pretraining record holds
 
+_ADDED = {"image_size": 32}  # Config fields added after results were committed: a record leaves them out while at this value, so old and new records compare
+
 def _settings(config: Config) -> dict:
-    return {k: v for k, v in dataclasses.asdict(config.resolved()).items() if k not in _RUN_ONLY}
+    "The settings a record keeps: the resolved config without run-only fields (and without later fields at their old value)."
+    return {k: v for k, v in dataclasses.asdict(config.resolved()).items() if k not in _RUN_ONLY and not (k in _ADDED and v == _ADDED[k])}
 
 def _probe(self: Study, method, protocol=None) -> dict:
     "{fraction name: linear accuracy} of `method`'s frozen encoder under the study's protocol (or `protocol`), one probe seed."

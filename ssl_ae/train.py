@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import PRESETS, Views
-from .data import DeviceLoader, default_device, label_subset, load_dataset
+from fastcore.basics import patch
+
+from .data import DeviceLoader, as_images, check_size, default_device, label_subset, load_dataset
 from .methods import METHODS, build_method, channel_stats, embedding_spread
 from .papers import HOME, PAPERS, paper_preset
 
@@ -56,6 +58,7 @@ class Config:
     dataset: str = "toy" # a data set of `load_dataset`
     data: str = "data" # folder of the torchvision data sets
     split: str | None = None # pretraining split (default: "unlabeled" for STL-10, else "train")
+    image_size: int = 32 # side of the images in pixels, one of `IMAGE_SIZES` (32, 64, 96): the data are resized to it
     download: bool = False # let torchvision fetch missing files
     backbone: str | None = None # a key of `BACKBONES`
     limit: int | None = None # use only the first `limit` training images (quick tests and demos)
@@ -94,6 +97,7 @@ class Config:
         for k, v in preset.items():
             if k in fields and getattr(c, k) is None: setattr(c, k, v)
         if c.split is None: c.split = "unlabeled" if c.dataset == "stl10" else "train"
+        check_size(c.image_size)
         if c.augment not in PRESETS: raise ValueError(f"Unknown augmentation {c.augment!r}; choose one of {', '.join(PRESETS)}.")
         if c.optimizer not in ("sgd", "adam"): raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {c.optimizer!r}.")
         if c.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {c.schedule!r}.")
@@ -201,6 +205,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         torch.cuda.set_device(device)
     return device
 
+# %% ../nbs/05_train.ipynb #3968fff3
 class _AllReduceSum(torch.autograd.Function):
     "Sum over ranks, differentiable: every rank's output is the same sum, so the gradient of a rank's input is the sum of every rank's output gradient."
     @staticmethod
@@ -236,6 +241,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
+# %% ../nbs/05_train.ipynb #bc94d3da
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     "Make every BatchNorm compute its statistics over all ranks: torch's SyncBatchNorm on CUDA, `GlobalBatchNorm` elsewhere."
     if device.type == "cuda": return nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -276,25 +282,48 @@ def _deferred_interrupt():
     try: yield event
     finally: signal.signal(signal.SIGINT, previous)
 
-# %% ../nbs/05_train.ipynb #01ef86b6
+# %% ../nbs/05_train.ipynb #1a13a698
+def _training_data(cfg: Config, images=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "The pretraining images (uint8 N×3×S×S, S = `cfg.image_size`) and labels: the config's data set, or `images` given in memory."
+    if images is not None: images, labels = as_images(images, cfg.image_size)
+    elif cfg.dataset == "memory":
+        raise ValueError("this run trained on images given in memory; pass them again: Trainer.resume(path, images=images) or train_or_resume(config, images=images).")
+    else: images, labels = load_dataset(cfg.dataset, cfg.data, cfg.split, cfg.download, size=cfg.image_size)
+    if cfg.limit: images, labels = images[: cfg.limit], labels[: cfg.limit]
+    if cfg.method == "supervised" and cfg.label_fraction < 1:
+        keep = label_subset(labels, cfg.label_fraction, seed=cfg.subset_seed)
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+# %% ../nbs/05_train.ipynb #4c86489d
+def _optimizer(cfg: Config, params: list, steps_per_epoch: int, fused: bool = False):
+    "The config's optimiser (SGD or Adam) and its per-step learning-rate schedule."
+    kw = {"fused": True} if fused else {}  # CUDA: one kernel per step, and the fp16 grad scaler then skips bad steps without asking the host
+    if cfg.optimizer == "sgd": opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
+    else: opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
+
+# %% ../nbs/05_train.ipynb #6cca4b2b
 class Trainer:
-    "Pretrain any method of `METHODS` on a data set, on whatever device is there."
-    def __init__(self, config: Config, progress: bool = True):
+    "Pretrain any method of `METHODS` on a data set, or on images in memory, on whatever device is there."
+    def __init__(self, config: Config, progress: bool = True,
+                 images=None, # images in memory instead of `config.dataset`: uint8 (N, C, H, W), or (images, labels)
+                 test=None, # with `images`: (images, labels) of a test split for the kNN monitor
+                ):
         self.config = cfg = config.resolved()
         self.rank, self.world, local_rank = distributed_context()
         self.device = resolve_device(cfg.device, local_rank)
         self.progress = progress and self.rank == 0
         if cfg.batch_size % self.world: raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {self.world} processes.")
-        images, labels = load_dataset(cfg.dataset, cfg.data, cfg.split, cfg.download)
-        if cfg.limit: images, labels = images[: cfg.limit], labels[: cfg.limit]
-        if cfg.method == "supervised" and cfg.label_fraction < 1:
-            keep = label_subset(labels, cfg.label_fraction, seed=cfg.subset_seed)
-            images, labels = images[keep], labels[keep]
-        self.images, self.labels = images, labels
+        given = images is not None
+        self.images, self.labels = images, labels = _training_data(cfg, images)
+        if given: self.config = cfg = dataclasses.replace(cfg, dataset="memory")  # a resume must be handed the images again
+        self._test = None if not given else as_images(test, cfg.image_size) if test is not None else False
         mean, std = channel_stats(images)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank, and for the random-init baseline
         extra = {"n_classes": int(labels.max()) + 1} if cfg.method == "supervised" else {}
-        self.method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, **cfg.options, **extra).to(self.device)
+        self.method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra).to(self.device)
         if self.method.uses_labels and (labels < 0).all(): raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
         cuda = self.device.type == "cuda"
         self.channels_last = cfg.channels_last and self.device.type in ("cuda", "cpu")
@@ -305,20 +334,14 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
         if cfg.compile: self.model = torch.compile(self.model)
         self.loader = DeviceLoader(images, labels, cfg.batch_size // self.world, self.device, seed=cfg.seed, rank=self.rank, world_size=self.world)
-        self.augment = PRESETS[cfg.augment]
+        self.augment = PRESETS[cfg.augment].at(cfg.image_size)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
-        params = [p for p in self.method.parameters() if p.requires_grad]
-        fused = {"fused": True} if cuda else {}  # one kernel per step, and the fp16 grad scaler then skips bad steps without asking the host
-        if cfg.optimizer == "sgd": self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
-        else: self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-        total, warmup = cfg.epochs * len(self.loader), cfg.warmup_epochs * len(self.loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
+        self.optimizer, self.scheduler = _optimizer(cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.epoch, self.history, self.partial = 0, [], None  # partial: the unfinished epoch's progress (step, sums, ...)
         self._interrupted, self._last_save = threading.Event(), time.time()
         self.out = Path(cfg.out)
-        self._test = None
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor | None = None):
         "One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised)."
@@ -333,132 +356,147 @@ class Trainer:
         self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
         return out
 
-    def _test_split(self):
-        if self._test is None:
-            try: self._test = load_dataset(self.config.dataset, self.config.data, "test")
-            except (ValueError, FileNotFoundError): self._test = False
-        return self._test
+# %% ../nbs/05_train.ipynb #81f37d30
+@patch
+def state_dict(self: Trainer) -> dict:
+    "Everything needed to resume exactly."
+    rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
+    if self.device.type == "cuda": rng["cuda"] = torch.cuda.get_rng_state(self.device)
+    return {"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "partial": self.partial, "config": dataclasses.asdict(self.config),
+            "history": self.history, "rng": rng}
 
-    def knn(self) -> float | None:
-        "kNN accuracy (k=200, τ=0.1) of the backbone's features: labelled training images as the bank, the test split as queries."
-        test = self._test_split()
-        if not test: return None
-        bank = self.labels >= 0
-        if self.config.split != "train" or not bank.any():
-            bank_x, bank_y = load_dataset(self.config.dataset, self.config.data, "train")
-        else: bank_x, bank_y = self.images[bank], self.labels[bank]
-        return knn_accuracy(extract_features(self.method, bank_x), bank_y, extract_features(self.method, test[0]), test[1])
+@patch
+def save(self: Trainer, path: str | Path | None = None) -> Path:
+    "Write the checkpoint (default OUT/last.pt) and the history atomically."
+    path = Path(path) if path else self.out / "last.pt"
+    save_atomic(self.state_dict(), path)
+    self._last_save = time.time()
+    if self.history: _history_csv(self.history, path.parent / "history.csv")
+    return path
 
-    def fit(self, stop_after: int | None = None) -> list[dict]:
-        "Train until `config.epochs` (or until epoch `stop_after`, to simulate an interruption); returns the history."
-        last = min(self.config.epochs, stop_after or self.config.epochs)
-        with _deferred_interrupt() as interrupted:
-            self._interrupted, self._last_save = interrupted, time.time()
-            while self.epoch < last:
-                self._fit_epoch()
-                if interrupted.is_set(): self._stop()
-        return self.history
+@patch
+def load_state_dict(self: Trainer, ckpt: dict):
+    "Restore a checkpoint's state into this trainer."
+    try: self.method.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the checkpoint's weights do not fit this {self.config.method} / {self.config.backbone} model: {str(e).splitlines()[0]}") from None
+    self.optimizer.load_state_dict(ckpt["optimizer"]); self.scheduler.load_state_dict(ckpt["scheduler"])
+    self.scaler.load_state_dict(ckpt["scaler"])
+    self.epoch, self.history, self.partial = ckpt["epoch"], list(ckpt["history"]), ckpt.get("partial")
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    self.generator.set_state(ckpt["rng"]["augment"])
+    if "cuda" in ckpt["rng"] and self.device.type == "cuda": torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
-    def _fit_epoch(self):
-        from tqdm.auto import tqdm
-        cfg, p = self.config, self.partial or {"step": 0, "sums": {}, "n": 0, "finite": 0, "seconds": 0.0}
-        self.loader.set_epoch(self.epoch, start=p["step"])
-        self.method.train()
-        start, embedding = time.time() - p["seconds"], None
-        sums = {k: torch.tensor(v, device=self.device) for k, v in p["sums"].items()}
-        n, finite = p["n"], torch.tensor(float(p["finite"]), device=self.device)
-        bar = tqdm(total=len(self.loader), initial=p["step"], desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
-        for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
-            out = self.step(xb, yb if self.method.uses_labels else None)
-            ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16: the scaler skips such steps
-            for k, v in {"loss": out.loss, **out.parts}.items():
-                v = v.detach().float()
-                sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if self.scaler.is_enabled() else v)
-            n, finite = n + 1, finite + ok
-            if out.embedding is not None: embedding = out.embedding
-            if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
-                means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
-                self._check_finite(means, i)
-                bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{(i + 1 - p['step']) * len(xb) * self.world / (time.time() - start - p['seconds'] + 1e-9):.0f}"})
-            bar.update(1)
-            if i + 1 < len(self.loader):  # mid-epoch: stop here if interrupted, or write a checkpoint if one is due
-                due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
-                if self._interrupted.is_set() or due:
-                    self.partial = {"step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
-                                    "seconds": time.time() - start}
-                    if self._interrupted.is_set(): bar.close(); self._stop()
-                    if self.rank == 0: self.save()
-        bar.close()
-        self.epoch, self.partial = self.epoch + 1, None
-        row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": self.optimizer.param_groups[0]["lr"],
-               "spread": embedding_spread(embedding) if embedding is not None else float("nan"),
-               "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
-        if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
-        self._check_finite(row, len(self.loader) - 1)
-        if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
-            row["knn"] = self.knn()
-        self.history.append(row)
-        if self.rank == 0:
-            if self.progress: print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
-            if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs: self.save()
-            if cfg.keep_every and self.epoch % cfg.keep_every == 0: self.save(self.out / f"epoch_{self.epoch:03d}.pt")
+@patch(cls_method=True)
+def resume(cls: Trainer, path: str | Path, progress: bool = True,
+           images=None, test=None, # the images (and test split) again, for a run trained on images in memory
+           **overrides) -> "Trainer":
+    "A trainer rebuilt from a checkpoint's config (with `overrides`, e.g. epochs or device) and state."
+    ckpt = load_checkpoint(path)
+    saved = dict(ckpt["config"])
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Config)}
+    if unknown: raise ValueError(f"unknown config fields {sorted(unknown)}.")
+    trainer = cls(Config(**{**saved, **overrides}), progress=progress, images=images, test=test)
+    trainer.load_state_dict(ckpt)
+    return trainer
 
-    def _stop(self):
-        "After an interrupt (Ctrl-C, a notebook's stop button): write the checkpoint, say how to resume, and stop."
-        where = f"epoch {self.epoch + 1}, step {self.partial['step']}" if self.partial else f"the end of epoch {self.epoch}"
-        if self.rank == 0:
-            path = self.save()
-            print(f"interrupted: saved {path} at {where}; resume with Trainer.resume({str(path)!r}).fit(), "
-                  f"train_or_resume(config), or ssl_ae pretrain --resume {path}", file=sys.stderr)
-        raise KeyboardInterrupt
+# %% ../nbs/05_train.ipynb #7c10374b
+@patch
+def _stop(self: Trainer):
+    "After an interrupt (Ctrl-C, a notebook's stop button): write the checkpoint, say how to resume, and stop."
+    where = f"epoch {self.epoch + 1}, step {self.partial['step']}" if self.partial else f"the end of epoch {self.epoch}"
+    if self.rank == 0:
+        path = self.save()
+        print(f"interrupted: saved {path} at {where}; resume with Trainer.resume({str(path)!r}).fit(), "
+              f"train_or_resume(config), or ssl_ae pretrain --resume {path}", file=sys.stderr)
+    raise KeyboardInterrupt
 
-    def _check_finite(self, values: dict, step: int):
-        bad = {k: v for k, v in values.items() if k != "spread" and not math.isfinite(v)}
-        if bad:
-            kept = self.out / "last.pt"
-            where = f"{kept} (epoch {self.epoch})" if self.epoch and kept.exists() else "none was written yet"
-            every = " in every step since the last check (more than fp16's grad scaler can skip)" if self.scaler.is_enabled() else ""
-            raise NonFiniteLossError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}){every} at epoch {self.epoch + 1}, "
-                                     f"step {step + 1}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn off mixed precision (--no-amp).")
+@patch
+def _check_finite(self: Trainer, values: dict, step: int):
+    bad = {k: v for k, v in values.items() if k != "spread" and not math.isfinite(v)}
+    if bad:
+        kept = self.out / "last.pt"
+        where = f"{kept} (epoch {self.epoch})" if self.epoch and kept.exists() else "none was written yet"
+        every = " in every step since the last check (more than fp16's grad scaler can skip)" if self.scaler.is_enabled() else ""
+        raise NonFiniteLossError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}){every} at epoch {self.epoch + 1}, "
+                                 f"step {step + 1}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn off mixed precision (--no-amp).")
 
-    def state_dict(self) -> dict:
-        "Everything needed to resume exactly."
-        rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
-        if self.device.type == "cuda": rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "partial": self.partial, "config": dataclasses.asdict(self.config),
-                "history": self.history, "rng": rng}
+# %% ../nbs/05_train.ipynb #2c23b06a
+@patch
+def _test_split(self: Trainer):
+    if self._test is None:
+        try: self._test = load_dataset(self.config.dataset, self.config.data, "test", size=self.config.image_size)
+        except (ValueError, FileNotFoundError): self._test = False
+    return self._test
 
-    def save(self, path: str | Path | None = None) -> Path:
-        "Write the checkpoint (default OUT/last.pt) and the history atomically."
-        path = Path(path) if path else self.out / "last.pt"
-        save_atomic(self.state_dict(), path)
-        self._last_save = time.time()
-        if self.history: _history_csv(self.history, path.parent / "history.csv")
-        return path
+@patch
+def knn(self: Trainer) -> float | None:
+    "kNN accuracy (k=200, τ=0.1) of the backbone's features: labelled training images as the bank, the test split as queries."
+    test = self._test_split()
+    if not test: return None
+    bank = self.labels >= 0
+    if self.config.split != "train" or not bank.any():
+        bank_x, bank_y = load_dataset(self.config.dataset, self.config.data, "train", size=self.config.image_size)
+    else: bank_x, bank_y = self.images[bank], self.labels[bank]
+    return knn_accuracy(extract_features(self.method, bank_x), bank_y, extract_features(self.method, test[0]), test[1])
 
-    def load_state_dict(self, ckpt: dict):
-        "Restore a checkpoint's state into this trainer."
-        try: self.method.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"the checkpoint's weights do not fit this {self.config.method} / {self.config.backbone} model: {str(e).splitlines()[0]}") from None
-        self.optimizer.load_state_dict(ckpt["optimizer"]); self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.history, self.partial = ckpt["epoch"], list(ckpt["history"]), ckpt.get("partial")
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        self.generator.set_state(ckpt["rng"]["augment"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda": torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+# %% ../nbs/05_train.ipynb #6a01d609
+@patch
+def fit(self: Trainer, stop_after: int | None = None) -> list[dict]:
+    "Train until `config.epochs` (or until epoch `stop_after`, to simulate an interruption); returns the history."
+    last = min(self.config.epochs, stop_after or self.config.epochs)
+    with _deferred_interrupt() as interrupted:
+        self._interrupted, self._last_save = interrupted, time.time()
+        while self.epoch < last:
+            self._fit_epoch()
+            if interrupted.is_set(): self._stop()
+    return self.history
 
-    @classmethod
-    def resume(cls, path: str | Path, progress: bool = True, **overrides) -> "Trainer":
-        "A trainer rebuilt from a checkpoint's config (with `overrides`, e.g. epochs or device) and state."
-        ckpt = load_checkpoint(path)
-        saved = dict(ckpt["config"])
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(Config)}
-        if unknown: raise ValueError(f"unknown config fields {sorted(unknown)}.")
-        trainer = cls(Config(**{**saved, **overrides}), progress=progress)
-        trainer.load_state_dict(ckpt)
-        return trainer
+@patch
+def _fit_epoch(self: Trainer):
+    from tqdm.auto import tqdm
+    cfg, p = self.config, self.partial or {"step": 0, "sums": {}, "n": 0, "finite": 0, "seconds": 0.0}
+    self.loader.set_epoch(self.epoch, start=p["step"])
+    self.method.train()
+    start, embedding = time.time() - p["seconds"], None
+    sums = {k: torch.tensor(v, device=self.device) for k, v in p["sums"].items()}
+    n, finite = p["n"], torch.tensor(float(p["finite"]), device=self.device)
+    bar = tqdm(total=len(self.loader), initial=p["step"], desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
+    for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
+        out = self.step(xb, yb if self.method.uses_labels else None)
+        ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16: the scaler skips such steps
+        for k, v in {"loss": out.loss, **out.parts}.items():
+            v = v.detach().float()
+            sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if self.scaler.is_enabled() else v)
+        n, finite = n + 1, finite + ok
+        if out.embedding is not None: embedding = out.embedding
+        if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
+            means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
+            self._check_finite(means, i)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{(i + 1 - p['step']) * len(xb) * self.world / (time.time() - start - p['seconds'] + 1e-9):.0f}"})
+        bar.update(1)
+        if i + 1 < len(self.loader):  # mid-epoch: stop here if interrupted, or write a checkpoint if one is due
+            due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
+            if self._interrupted.is_set() or due:
+                self.partial = {"step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
+                                "seconds": time.time() - start}
+                if self._interrupted.is_set(): bar.close(); self._stop()
+                if self.rank == 0: self.save()
+    bar.close()
+    self.epoch, self.partial = self.epoch + 1, None
+    row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": self.optimizer.param_groups[0]["lr"],
+           "spread": embedding_spread(embedding) if embedding is not None else float("nan"),
+           "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
+    if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
+    self._check_finite(row, len(self.loader) - 1)
+    if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
+        row["knn"] = self.knn()
+    self.history.append(row)
+    if self.rank == 0:
+        if self.progress: print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs: self.save()
+        if cfg.keep_every and self.epoch % cfg.keep_every == 0: self.save(self.out / f"epoch_{self.epoch:03d}.pt")
 
 # %% ../nbs/05_train.ipynb #73a5f533
 def plot_history(history: list[dict], title: str | None = None):
@@ -482,19 +520,23 @@ def plot_history(history: list[dict], title: str | None = None):
 # %% ../nbs/05_train.ipynb #be4a6f15
 _RUN_ONLY = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every", "compile", "out", "knn_every", "knn_k")
 
-def train_or_resume(config: Config, progress: bool = True) -> Trainer:
+def train_or_resume(config: Config, progress: bool = True,
+                    images=None, test=None, # images in memory (and a test split), as `Trainer` takes them
+                   ) -> Trainer:
     "Train `config` into `config.out`, or load/resume the run already there (same settings); returns the trainer."
     path = Path(config.out) / "last.pt"
     if not path.exists():
-        trainer = Trainer(config, progress=progress)
+        trainer = Trainer(config, progress=progress, images=images, test=test)
     else:
-        saved = load_checkpoint(path)["config"]
-        wanted = dataclasses.asdict(config.resolved())
+        saved = {**dataclasses.asdict(Config()), **load_checkpoint(path)["config"]}  # a field added since the run was saved has its default
+        if saved["dataset"] == "memory" and images is None:
+            raise ValueError(f"{path} was trained on images given in memory; pass them again: train_or_resume(config, images=images).")
+        wanted = dataclasses.asdict(config.resolved()) | ({"dataset": "memory"} if images is not None else {})
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if k not in _RUN_ONLY and saved.get(k) != v}
         if diff:
             raise ValueError(f"{path} holds a run with other settings ({', '.join(f'{k}: saved {a!r}, asked {b!r}' for k, (a, b) in diff.items())}); "
                              "choose another out folder, or delete that one to train again.")
-        trainer = Trainer.resume(path, progress=progress, **{k: getattr(config, k) for k in _RUN_ONLY})
+        trainer = Trainer.resume(path, progress=progress, images=images, test=test, **{k: getattr(config, k) for k in _RUN_ONLY})
     trainer.fit()
     return trainer
 
@@ -573,7 +615,7 @@ def _cost_key(c: Config) -> tuple:
     "What changes a step's FLOPs and memory: method, network, augmentation, the options that shape the heads, and whether SidAE's w drops a head (0 or 1)."
     w = c.options.get("w")
     heads = None if w is None else "decoder only" if w == 1 else "predictor only" if w == 0 else "both"
-    return (c.method, c.backbone, c.augment, heads, tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
+    return (c.method, c.backbone, c.augment, c.image_size, heads, tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
 
 def step_cost(config: Config) -> dict:
     "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, bytes of saved activations per image, and bytes of parameters."
@@ -581,9 +623,9 @@ def step_cost(config: Config) -> dict:
     cfg = config.resolved()
     torch.manual_seed(0)
     extra = {"n_classes": 10} if cfg.method == "supervised" else {}
-    method = build_method(cfg.method, backbone=cfg.backbone, **cfg.options, **extra).train()
-    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    views = PRESETS[cfg.augment](x, torch.Generator().manual_seed(0)) if method.n_views else None
+    method = build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **cfg.options, **extra).train()
+    x = torch.randint(0, 256, (2, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+    views = PRESETS[cfg.augment].at(cfg.image_size)(x, torch.Generator().manual_seed(0)) if method.n_views else None
     params = {p.untyped_storage().data_ptr() for p in method.parameters()}
     saved = {}
     def pack(t):
@@ -614,7 +656,7 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
             flops = images * k["step_flops_per_image"] + (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"]
             seconds += flops / (spec["tflops"] * 1e12)
             half = 0.5 if c.amp else 1.0
-            need = 4 * k["parameter_bytes"] + half * k["activation_bytes_per_image"] * c.batch_size + n * 3 * 32 * 32 + 2 ** 30
+            need = 4 * k["parameter_bytes"] + half * k["activation_bytes_per_image"] * c.batch_size + n * 3 * c.image_size ** 2 + 2 ** 30
             memory = max(memory, need / 2 ** 30)
         out[gpu] = {"hours": seconds / 3600, "memory_gib": memory, "fits": memory <= spec["memory_gib"]}
     return out

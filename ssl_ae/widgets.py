@@ -17,7 +17,7 @@ from .augment import PRESETS
 from .data import check_images, load_dataset
 from .evaluate import reconstruct_views, seeded_views
 from .losses import EMBEDDING_KINDS, graded_similarity, ioa, iou
-from .train import CheckpointError, eval_mode, quick_config, train_or_resume
+from .train import CheckpointError, cpu_config, eval_mode, train_or_resume
 
 # %% auto #0
 __all__ = ['Rendered', 'loss_parts', 'Explorer', 'render_w', 'train_w', 'w_explorer', 'crop_pairs', 'render_lambda',
@@ -102,6 +102,9 @@ def render_w(models: dict, # {w: trained SidAE-family method}
         ws = [k for k in parts if key in parts[k]]
         ax.plot(ws, [parts[k][key] for k in ws], "o-"); ax.axvline(w, color="C3", ls="--", lw=1)
         ax.set_ylabel(label, fontsize=9); ax.set_xlim(-0.05, 1.05)
+    # honest axes: the error from zero, the negative cosine on its whole range, so noise cannot pass for a trend
+    ax_dae.set_ylim(0, 1.15 * max([parts[k]["dae"] for k in parts if "dae" in parts[k]], default=1))
+    ax_si.set_ylim(-1.05, 1.05 if any(parts[k].get("simsiam", -1) > 0 for k in parts) else 0.05)
     ax_si.set_xlabel("w")
     _image_grid(right, {"x": rec["clean"], "x1": rec["views"].x1, "x2": rec["views"].x2, "x1'": rec["r1"], "x2'": rec["r2"]}, n)
     right.suptitle(f"w = {w}" + (f": pixel MSE of reconstructions {float(torch.cat([rec['mse1'], rec['mse2']]).mean()):.4f}" if rec["r1"] is not None else ""), fontsize=10)
@@ -109,11 +112,11 @@ def render_w(models: dict, # {w: trained SidAE-family method}
 
 # %% ../nbs/07_widgets.ipynb #af916921
 def train_w(w: float, **settings) -> nn.Module:
-    "A SidAE model at weight `w` trained on the toy data with `quick_config` (settings override it)."
-    return train_or_resume(quick_config("sidae", w=w, **{"out": tempfile.mkdtemp(prefix="sidae_w"), **settings}), progress=False).method.eval()
+    "A SidAE model at weight `w` trained on the real digits with `cpu_config` (settings override it)."
+    return train_or_resume(cpu_config("sidae", w=w, **{"out": tempfile.mkdtemp(prefix="sidae_w"), **settings}), progress=False).method.eval()
 
 def w_explorer(models: dict, # {w: trained method}; the button adds to it
-               images: torch.Tensor, train: Callable[[float], nn.Module] = train_w, augment: str = "toy") -> Explorer:
+               images: torch.Tensor, train: Callable[[float], nn.Module] = train_w, augment: str = "simsiam_mnist") -> Explorer:
     "Explore SidAE's w: pick a trained model, or train a new one at any w with the button."
     import ipywidgets as W
     choose = W.SelectionSlider(options=sorted(models), value=sorted(models)[len(models) // 2], description="w")
@@ -215,6 +218,8 @@ def render_alpha(models: dict, images: torch.Tensor, kind: str, alpha: float, au
             ax.plot(alphas, [table[(k, a)][key] for a in alphas], "o-", color=f"C{i}", label=k.upper())
     for ax, label in zip(axes, ("pixel MSE of reconstructions", "cosine of the views' codes")):
         ax.set_xscale("symlog", linthresh=0.1); ax.set_xlabel("α"); ax.set_title(label, fontsize=9); ax.axvline(alpha, color="C3", ls="--", lw=1)
+    axes[0].set_ylim(0, 1.15 * max(v["reconstruction"] for v in table.values()))   # error from zero; cosine on its range
+    axes[1].set_ylim(min(0.0, min(v["agreement"] for v in table.values())) - 0.05, 1.05)
     axes[0].legend(fontsize=8)
     rec = reconstruct_views(models[(kind, alpha)], images[:n], augment, seed)
     _image_grid(right, {"x": rec["clean"], "x1": rec["views"].x1, "x1'": rec["r1"]}, n)

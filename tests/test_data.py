@@ -88,7 +88,7 @@ def test_cifar_roundtrip(tmp_path, name):
 
 
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_mnist_formats_resized_to_rgb32(tmp_path, name, folder):
+def test_mnist_formats_resized_to_rgb(tmp_path, name, folder):
     labels = write_mnist(tmp_path, folder)
     for split, prefix in (("train", "train"), ("test", "t10k")):
         x, y = load_dataset(name, tmp_path, split)
@@ -165,12 +165,12 @@ def test_bad_names_and_splits():
 def test_digits_are_real_mnist_rows_split_once(tmp_path):
     "The digits are the CSV's rows, pixel for pixel (28 px resized like MNIST), balanced, disjoint and the same on every call."
     import gzip
-    from ssl_ae.data import _digits_file, _digits_split_indices, to_rgb32
+    from ssl_ae.data import _digits_file, _digits_split_indices, to_rgb
     rows = np.loadtxt(gzip.open(_digits_file()), delimiter=",", dtype=np.uint8)
     x, y = load_dataset("digits", split="test")
     idx = _digits_split_indices()["test"]
     assert torch.equal(y, torch.from_numpy(rows[idx.numpy(), -1]).long())
-    assert torch.equal(x, to_rgb32(torch.from_numpy(rows[idx.numpy(), :-1]).reshape(-1, 1, 28, 28)))
+    assert torch.equal(x, to_rgb(torch.from_numpy(rows[idx.numpy(), :-1]).reshape(-1, 1, 28, 28)))
     train = set(_digits_split_indices()["train"].tolist())
     assert len(train) == 4000 and not train & set(idx.tolist())
 

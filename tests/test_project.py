@@ -20,7 +20,7 @@ def settings():
 
 def test_runtime_dependencies_are_the_agreed_few():
     names = {re.split(r"[<>=!~ ]", r)[0] for r in settings()["requirements"].split()}
-    assert names == {"torch", "torchvision", "matplotlib", "ipywidgets", "tqdm"}
+    assert names == {"torch", "torchvision", "numpy", "pillow", "matplotlib", "ipywidgets", "ipython", "tqdm", "fastcore"}
 
 
 def test_dev_extra_pins_nbdev_2():
