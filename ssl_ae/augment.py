@@ -210,41 +210,46 @@ class Augment:
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0: raise ValueError(f"blur_kernel must be a positive odd number; got {self.blur_kernel}.")
         check_range("solarize_threshold", self.solarize_threshold, 0, 1)
 
-    def boxes(self, n: int, height: int, width: int, generator=None, device="cpu") -> torch.Tensor:
-        "Crop boxes (n, 4) for images of height × width."
-        if self.crop_size is None:
-            return sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, generator, device)
-        if self.crop_size > min(height, width):
-            raise ValueError(f"crop_size {self.crop_size} does not fit images of {height}×{width}; lower crop_size.")
-        corner = torch.floor(_rand((n, 2), generator, device) * torch.tensor([height - self.crop_size + 1, width - self.crop_size + 1], device=device))
-        return torch.cat([corner, torch.full((n, 2), float(self.crop_size), device=device)], 1).long()
+# %% ../nbs/01_augment.ipynb #dcb11140
+@patch
+def boxes(self: Augment, n: int, height: int, width: int, generator=None, device="cpu") -> torch.Tensor:
+    "Crop boxes (n, 4) for images of height × width."
+    if self.crop_size is None:
+        return sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, generator, device)
+    if self.crop_size > min(height, width):
+        raise ValueError(f"crop_size {self.crop_size} does not fit images of {height}×{width}; lower crop_size.")
+    corner = torch.floor(_rand((n, 2), generator, device) * torch.tensor([height - self.crop_size + 1, width - self.crop_size + 1], device=device))
+    return torch.cat([corner, torch.full((n, 2), float(self.crop_size), device=device)], 1).long()
 
-    def view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
-        B, _, H, W = check_images(x).shape
-        dev = x.device
-        x = x.float() / 255 if x.dtype == torch.uint8 else x
-        boxes = self.boxes(B, H, W, generator, dev)
-        u = _rand((B, 10), generator, dev)  # coin flips and parameters, one row per image
-        x = hflip(resized_crop(x, boxes, self.size), u[:, 0] < self.flip_p)
-        if self.jitter_p > 0:
-            b, c, s, h = self.jitter
-            lo = torch.tensor([max(0, 1 - b), max(0, 1 - c), max(0, 1 - s), -h], device=dev)
-            hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=dev)
-            x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, lo + (hi - lo) * u[:, 2:6], u[:, 6:10].argsort(1))
-        if self.gray_p > 0: x = grayscale(x, _rand(B, generator, dev) < self.gray_p)
-        if self.blur_p > 0:
-            v = _rand((B, 2), generator, dev)
-            lo, hi = self.blur_sigma
-            x = _apply(x, v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel), lo + (hi - lo) * v[:, 1])
-        if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, _rand(B, generator, dev) < self.solarize_p)
-        return x, boxes
+# %% ../nbs/01_augment.ipynb #7576eb88
+@patch
+def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
+    B, _, H, W = check_images(x).shape
+    dev = x.device
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    boxes = self.boxes(B, H, W, generator, dev)
+    u = _rand((B, 10), generator, dev)  # coin flips and parameters, one row per image
+    x = hflip(resized_crop(x, boxes, self.size), u[:, 0] < self.flip_p)
+    if self.jitter_p > 0:
+        b, c, s, h = self.jitter
+        lo = torch.tensor([max(0, 1 - b), max(0, 1 - c), max(0, 1 - s), -h], device=dev)
+        hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=dev)
+        x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, lo + (hi - lo) * u[:, 2:6], u[:, 6:10].argsort(1))
+    if self.gray_p > 0: x = grayscale(x, _rand(B, generator, dev) < self.gray_p)
+    if self.blur_p > 0:
+        v = _rand((B, 2), generator, dev)
+        lo, hi = self.blur_sigma
+        x = _apply(x, v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel), lo + (hi - lo) * v[:, 1])
+    if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, _rand(B, generator, dev) < self.solarize_p)
+    return x, boxes
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Views:
-        "Two independent views of every image of `x`, with their crop boxes."
-        x1, box1 = self.view(x, generator)
-        x2, box2 = self.view(x, generator)
-        return Views(x1, x2, box1, box2)
+@patch
+def __call__(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None) -> Views:
+    "Two independent views of every image of `x`, with their crop boxes."
+    x1, box1 = self.view(x, generator)
+    x2, box2 = self.view(x, generator)
+    return Views(x1, x2, box1, box2)
 
 # %% ../nbs/01_augment.ipynb #7d50f866
 def white_jitter(s: float = 0.25) -> Augment:

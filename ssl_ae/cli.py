@@ -11,156 +11,11 @@ import sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['QUICKSTART', 'parser', 'config_from_args', 'main']
+__all__ = ['QUICKSTART', 'config_from_args', 'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #8fabe959
 QUICKSTART = dict(backbone="small", epochs=8, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
                   augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})
-
-# %% ../nbs/09_cli.ipynb #9f595219
-_OPTION_FLAGS = {  # flag -> (method option, type, help)
-    "w": (float, "SidAE's weight of the denoising loss, in [0, 1] (0: SimSiam, 1: DAE)"),
-    "lam": (float, "graded-similarity threshold λ, in (0, 1] (simsiam_gs, simclr_gs)"),
-    "alpha": (float, "weight α of White's embedding loss, >= 0 (dae_embed)"),
-    "kind": (str, "White's embedding loss: l1, l2 or ncs (dae_embed)"),
-    "beta": (float, "weight β of the KL term, >= 0 (aasae, vae, ae, aaae)"),
-    "tau": (float, "NT-Xent temperature τ, > 0 (simclr, simclr_gs)"),
-    "logscale": (float, "fix the Gaussian likelihood's log σ instead of learning it (aasae family)"),
-    "dim": (int, "latent size d of the projector / posterior"),
-}
-
-def _device(text: str) -> str:
-    "A --device value: auto, or a torch device of type cpu, cuda or mps (whether it is there is checked when it is used)."
-    import torch
-    if text == "auto": return text
-    try: kind = torch.device(text).type
-    except RuntimeError: kind = None
-    if kind not in ("cpu", "cuda", "mps"): raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
-    return text
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1: raise argparse.ArgumentTypeError(f"must be a positive whole number; got {text}")
-    return value
-
-class _Parser(argparse.ArgumentParser):
-    "An ArgumentParser whose errors are one line (no usage block), pointing to --help."
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
-
-def parser() -> argparse.ArgumentParser:
-    "The argument parser of the `ssl_ae` command."
-    from ssl_ae.augment import PRESETS
-    from ssl_ae.data import DATASETS, IMAGE_SIZES
-    from ssl_ae.methods import BACKBONES, METHODS
-    from ssl_ae.papers import PAPERS, PROTOCOLS
-    p = _Parser(prog="ssl_ae", description="Self-supervised autoencoders for images: SidAE, AASAE, DAE + embedding losses, graded similarity.")
-    from ssl_ae import __version__
-    p.add_argument("--version", action="version", version=f"ssl_ae {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    pre = sub.add_parser("pretrain", help="pretrain a method, then linear-probe it against its random initialisation",
-                         description="Pretrain a self-supervised method, then compare the linear-probe accuracy of its backbone with the "
-                                     "same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
-                                     "start, a few minutes on a CPU). Writes last.pt, history.csv, summary.json, loss_curve.png and "
-                                     "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
-                                     "recipe on the toy data).")
-    pre.add_argument("--method", choices=list(METHODS), metavar="NAME", help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
-    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME",
-                     help=f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data (class subfolders or flat)")
-    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets, or your images with --dataset folder (default: data)")
-    pre.add_argument("--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX",
-                     help=f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set is resized to it (default: 32)")
-    pre.add_argument("--download", action="store_true", help="let torchvision download missing data files (needs internet)")
-    pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME", help=f"one of {', '.join(BACKBONES)}")
-    pre.add_argument("--epochs", type=_positive, help="pretraining epochs")
-    pre.add_argument("--batch-size", type=_positive, help="global batch size (split over GPUs under torchrun)")
-    pre.add_argument("--optimizer", choices=["sgd", "adam"], help="sgd (momentum 0.9) or adam")
-    pre.add_argument("--lr", type=float, help="base learning rate")
-    pre.add_argument("--weight-decay", type=float, help="weight decay")
-    pre.add_argument("--schedule", choices=["cosine", "warmup_constant", "warmup_cosine", "constant"], help="learning-rate schedule")
-    pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs")
-    pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET", help=f"augmentation preset: {', '.join(PRESETS)}")
-    pre.add_argument("--paper", choices=list(PAPERS), help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
-    for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
-    pre.add_argument("--limit", type=_positive, help="use only the first N training images")
-    pre.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation (default: 0)")
-    pre.add_argument("--device", type=_device, default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
-    pre.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                     help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on the CPU), "
-                          "bf16 or fp16 (forced, the CPU too), off (default: auto)")
-    pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
-    pre.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start, faster steps)")
-    pre.add_argument("--knn-every", type=int, default=None, help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
-    pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")
-    pre.add_argument("--checkpoint-minutes", type=float, default=0, help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
-    pre.add_argument("--keep-every", type=int, default=0, help="also keep epoch_NNN.pt every N epochs (default: 0, off)")
-    pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                     help="continue from CHECKPOINT (default: OUT/last.pt); --epochs extends the run")
-    pre.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol: package (SidAE's, with standardised features and BatchNorm re-estimated), or a paper's (default: package)")
-    pre.add_argument("--no-recalibrate", action="store_true", help="probe without re-estimating BatchNorm statistics on clean images")
-    pre.add_argument("--quiet", action="store_true", help="no progress bar")
-    pre.set_defaults(run=_pretrain)
-
-    ev = sub.add_parser("evaluate", help="linear-probe table and kNN accuracy of a pretrained checkpoint",
-                        description="Evaluate a checkpoint's backbone on its data set: linear probes (label fractions × seeds, mean and "
-                                    "standard error) and kNN accuracy. Writes evaluation.json next to the checkpoint.")
-    ev.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
-    ev.add_argument("--data", default=None, help="folder holding the data set (default: the one the run used)")
-    ev.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol (default: package)")
-    ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 0.01)")
-    ev.add_argument("--seeds", type=_positive, default=3, help="repeats per fraction (default: 3)")
-    ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
-    ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
-    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    ev.set_defaults(run=_evaluate)
-
-    exp = sub.add_parser("export", help="write a checkpoint's encoder as a plain PyTorch state dict, loadable without ssl_ae",
-                         description="Write the encoder of a checkpoint as a plain state dict: torchvision's ResNet-18 (with the run's stem), "
-                                     "White's network or the small network, with the input normalisation, the image size and the code that "
-                                     "rebuilds the network recorded next to the weights. Load it with torch.load(OUT, weights_only=True).")
-    exp.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
-    exp.add_argument("out", help="the file to write, e.g. encoder.pt")
-    exp.set_defaults(run=_export)
-
-    bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
-                           description="Speed benchmarks; each compares two ways of doing the same work in one run.")
-    what = bench.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
-    aug = what.add_parser("augment", help="augmented views per second: ours batched vs torchvision per image",
-                          description="Views per second for an augmentation preset on 32x32 uint8 toy images: our batched pipeline "
-                                      "on the CPU (and on the GPU when there is one) against torchvision's per-image v2 pipeline "
-                                      "in a DataLoader.")
-    aug.add_argument("--images", type=_positive, default=16_384, help="images per timed pass (default: 16384)")
-    aug.add_argument("--batch-size", type=_positive, default=512, help="images per batch (default: 512)")
-    aug.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for the torchvision pipeline (default: 2)")
-    aug.add_argument("--device", type=_device, default="auto", help="also time our pipeline on this GPU: auto (CUDA if present), cuda, cuda:N, cpu (default: auto)")
-    aug.add_argument("--preset", default="simsiam_cifar", help="augmentation preset, a key of ssl_ae.augment.PRESETS (default: simsiam_cifar)")
-    step = what.add_parser("step", help="seconds per training step: Trainer.step vs a minimal hand-written step",
-                           description="One SidAE training step through the trainer against a minimal hand-written step with the same "
-                                       "model and batch, alternated. Target: ratio <= 1.10.")
-    step.add_argument("--backbone", default="small", help="backbone (default: small)")
-    step.add_argument("--batch-size", type=_positive, default=256, help="batch size (default: 256)")
-    step.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
-    step.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    evb = what.add_parser("eval", help="linear probe with cached features vs recomputing them every epoch",
-                          description="A 50-epoch linear probe on toy images with features computed once, against recomputing the "
-                                      "frozen backbone's features in every epoch.")
-    evb.add_argument("--backbone", default="small", help="backbone (default: small)")
-    evb.add_argument("--images", type=_positive, default=2000, help="training images (default: 2000)")
-    evb.add_argument("--epochs", type=_positive, default=50, help="probe epochs (default: 50)")
-    evb.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    prof = what.add_parser("profile", help="where a cpu-scale training step's time goes, and one probe",
-                           description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
-                                       "augmentation, forward (and the encoder's share), backward, optimiser; the step with channels-last "
-                                       "off and with one thread; one linear probe at two label fractions.")
-    prof.add_argument("--method", default="sidae", help="method (default: sidae)")
-    prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
-    prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
-    prof.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    for b in (aug, step, evb, prof): b.add_argument("--json", action="store_true", help="print one JSON object")
-    aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval); prof.set_defaults(run=_bench_profile)
-    return p
 
 # %% ../nbs/09_cli.ipynb #48bb5473
 def config_from_args(args):
@@ -280,6 +135,170 @@ def _bench_eval(args) -> int:
     rows = [("features cached once", f"{r['cached_s']:.1f} s"), ("features recomputed every epoch", f"{r['recomputed_s']:.1f} s"),
             ("speed-up", f"{r['speedup']:.1f}x")]
     return _report(r, rows, args.json, f"linear probe, {r['epochs']} epochs, {r['images']:,} toy images, backbone {r['backbone']}, {r['device']}")
+
+# %% ../nbs/09_cli.ipynb #9f595219
+_OPTION_FLAGS = {  # flag -> (method option, type, help)
+    "w": (float, "SidAE's weight of the denoising loss, in [0, 1] (0: SimSiam, 1: DAE)"),
+    "lam": (float, "graded-similarity threshold λ, in (0, 1] (simsiam_gs, simclr_gs)"),
+    "alpha": (float, "weight α of White's embedding loss, >= 0 (dae_embed)"),
+    "kind": (str, "White's embedding loss: l1, l2 or ncs (dae_embed)"),
+    "beta": (float, "weight β of the KL term, >= 0 (aasae, vae, ae, aaae)"),
+    "tau": (float, "NT-Xent temperature τ, > 0 (simclr, simclr_gs)"),
+    "logscale": (float, "fix the Gaussian likelihood's log σ instead of learning it (aasae family)"),
+    "dim": (int, "latent size d of the projector / posterior"),
+}
+
+def _device(text: str) -> str:
+    "A --device value: auto, or a torch device of type cpu, cuda or mps (whether it is there is checked when it is used)."
+    import torch
+    if text == "auto": return text
+    try: kind = torch.device(text).type
+    except RuntimeError: kind = None
+    if kind not in ("cpu", "cuda", "mps"): raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1: raise argparse.ArgumentTypeError(f"must be a positive whole number; got {text}")
+    return value
+
+class _Parser(argparse.ArgumentParser):
+    "An ArgumentParser whose errors are one line (no usage block), pointing to --help."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+
+# %% ../nbs/09_cli.ipynb #5d9b1c6c
+def _add_pretrain(sub):
+    "The `pretrain` command's flags: one per `Config` field or method option."
+    from ssl_ae.augment import PRESETS
+    from ssl_ae.data import DATASETS, IMAGE_SIZES
+    from ssl_ae.methods import BACKBONES, METHODS
+    from ssl_ae.papers import PAPERS, PROTOCOLS
+    pre = sub.add_parser("pretrain", help="pretrain a method, then linear-probe it against its random initialisation",
+                         description="Pretrain a self-supervised method, then compare the linear-probe accuracy of its backbone with the "
+                                     "same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
+                                     "start, a few minutes on a CPU). Writes last.pt, history.csv, summary.json, loss_curve.png and "
+                                     "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
+                                     "recipe on the toy data).")
+    pre.add_argument("--method", choices=list(METHODS), metavar="NAME", help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
+    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME",
+                     help=f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data (class subfolders or flat)")
+    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets, or your images with --dataset folder (default: data)")
+    pre.add_argument("--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX",
+                     help=f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set is resized to it (default: 32)")
+    pre.add_argument("--download", action="store_true", help="let torchvision download missing data files (needs internet)")
+    pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME", help=f"one of {', '.join(BACKBONES)}")
+    pre.add_argument("--epochs", type=_positive, help="pretraining epochs")
+    pre.add_argument("--batch-size", type=_positive, help="global batch size (split over GPUs under torchrun)")
+    pre.add_argument("--optimizer", choices=["sgd", "adam"], help="sgd (momentum 0.9) or adam")
+    pre.add_argument("--lr", type=float, help="base learning rate")
+    pre.add_argument("--weight-decay", type=float, help="weight decay")
+    pre.add_argument("--schedule", choices=["cosine", "warmup_constant", "warmup_cosine", "constant"], help="learning-rate schedule")
+    pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs")
+    pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET", help=f"augmentation preset: {', '.join(PRESETS)}")
+    pre.add_argument("--paper", choices=list(PAPERS), help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
+    for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
+    pre.add_argument("--limit", type=_positive, help="use only the first N training images")
+    pre.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation (default: 0)")
+    pre.add_argument("--device", type=_device, default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
+    pre.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                     help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on the CPU), "
+                          "bf16 or fp16 (forced, the CPU too), off (default: auto)")
+    pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
+    pre.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start, faster steps)")
+    pre.add_argument("--knn-every", type=int, default=None, help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
+    pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")
+    pre.add_argument("--checkpoint-minutes", type=float, default=0, help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
+    pre.add_argument("--keep-every", type=int, default=0, help="also keep epoch_NNN.pt every N epochs (default: 0, off)")
+    pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
+    pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                     help="continue from CHECKPOINT (default: OUT/last.pt); --epochs extends the run")
+    pre.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol: package (SidAE's, with standardised features and BatchNorm re-estimated), or a paper's (default: package)")
+    pre.add_argument("--no-recalibrate", action="store_true", help="probe without re-estimating BatchNorm statistics on clean images")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.set_defaults(run=_pretrain)
+
+
+# %% ../nbs/09_cli.ipynb #02f3d6c7
+def _add_evaluate(sub):
+    "The `evaluate` command: a checkpoint's probe table and kNN accuracy."
+    from ssl_ae.papers import PROTOCOLS
+    ev = sub.add_parser("evaluate", help="linear-probe table and kNN accuracy of a pretrained checkpoint",
+                        description="Evaluate a checkpoint's backbone on its data set: linear probes (label fractions × seeds, mean and "
+                                    "standard error) and kNN accuracy. Writes evaluation.json next to the checkpoint.")
+    ev.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
+    ev.add_argument("--data", default=None, help="folder holding the data set (default: the one the run used)")
+    ev.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol (default: package)")
+    ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 0.01)")
+    ev.add_argument("--seeds", type=_positive, default=3, help="repeats per fraction (default: 3)")
+    ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
+    ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.set_defaults(run=_evaluate)
+
+
+# %% ../nbs/09_cli.ipynb #7a8f3b0d
+def _add_export(sub):
+    "The `export` command: a checkpoint's encoder as a plain state dict."
+    exp = sub.add_parser("export", help="write a checkpoint's encoder as a plain PyTorch state dict, loadable without ssl_ae",
+                         description="Write the encoder of a checkpoint as a plain state dict: torchvision's ResNet-18 (with the run's stem), "
+                                     "White's network or the small network, with the input normalisation, the image size and the code that "
+                                     "rebuilds the network recorded next to the weights. Load it with torch.load(OUT, weights_only=True).")
+    exp.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
+    exp.add_argument("out", help="the file to write, e.g. encoder.pt")
+    exp.set_defaults(run=_export)
+
+
+# %% ../nbs/09_cli.ipynb #5535b4d6
+def _add_bench(sub):
+    "The `bench` command and its four benchmarks."
+    bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
+                           description="Speed benchmarks; each compares two ways of doing the same work in one run.")
+    what = bench.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
+    aug = what.add_parser("augment", help="augmented views per second: ours batched vs torchvision per image",
+                          description="Views per second for an augmentation preset on 32x32 uint8 toy images: our batched pipeline "
+                                      "on the CPU (and on the GPU when there is one) against torchvision's per-image v2 pipeline "
+                                      "in a DataLoader.")
+    aug.add_argument("--images", type=_positive, default=16_384, help="images per timed pass (default: 16384)")
+    aug.add_argument("--batch-size", type=_positive, default=512, help="images per batch (default: 512)")
+    aug.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for the torchvision pipeline (default: 2)")
+    aug.add_argument("--device", type=_device, default="auto", help="also time our pipeline on this GPU: auto (CUDA if present), cuda, cuda:N, cpu (default: auto)")
+    aug.add_argument("--preset", default="simsiam_cifar", help="augmentation preset, a key of ssl_ae.augment.PRESETS (default: simsiam_cifar)")
+    step = what.add_parser("step", help="seconds per training step: Trainer.step vs a minimal hand-written step",
+                           description="One SidAE training step through the trainer against a minimal hand-written step with the same "
+                                       "model and batch, alternated. Target: ratio <= 1.10.")
+    step.add_argument("--backbone", default="small", help="backbone (default: small)")
+    step.add_argument("--batch-size", type=_positive, default=256, help="batch size (default: 256)")
+    step.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
+    step.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    evb = what.add_parser("eval", help="linear probe with cached features vs recomputing them every epoch",
+                          description="A 50-epoch linear probe on toy images with features computed once, against recomputing the "
+                                      "frozen backbone's features in every epoch.")
+    evb.add_argument("--backbone", default="small", help="backbone (default: small)")
+    evb.add_argument("--images", type=_positive, default=2000, help="training images (default: 2000)")
+    evb.add_argument("--epochs", type=_positive, default=50, help="probe epochs (default: 50)")
+    evb.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    prof = what.add_parser("profile", help="where a cpu-scale training step's time goes, and one probe",
+                           description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
+                                       "augmentation, forward (and the encoder's share), backward, optimiser; the step with channels-last "
+                                       "off and with one thread; one linear probe at two label fractions.")
+    prof.add_argument("--method", default="sidae", help="method (default: sidae)")
+    prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
+    prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
+    prof.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    for b in (aug, step, evb, prof): b.add_argument("--json", action="store_true", help="print one JSON object")
+    aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval); prof.set_defaults(run=_bench_profile)
+
+
+# %% ../nbs/09_cli.ipynb #65aa43cc
+def parser() -> argparse.ArgumentParser:
+    "The argument parser of the `ssl_ae` command."
+    from ssl_ae import __version__
+    p = _Parser(prog="ssl_ae", description="Self-supervised autoencoders for images: SidAE, AASAE, DAE + embedding losses, graded similarity.")
+    p.add_argument("--version", action="version", version=f"ssl_ae {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_pretrain, _add_evaluate, _add_export, _add_bench): add(sub)
+    return p
 
 # %% ../nbs/09_cli.ipynb #7f73bacc
 def main(argv: list[str] | None = None) -> int:
