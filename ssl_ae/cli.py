@@ -17,6 +17,18 @@ __all__ = ['QUICKSTART', 'config_from_args', 'parser', 'main']
 QUICKSTART = dict(backbone="small", epochs=8, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
                   augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})
 
+# %% ../nbs/09_cli.ipynb #0d0dcac3
+_OPTION_FLAGS = {  # flag -> (method option, type, help)
+    "w": (float, "SidAE's weight of the denoising loss, in [0, 1] (0: SimSiam, 1: DAE)"),
+    "lam": (float, "graded-similarity threshold λ, in (0, 1] (simsiam_gs, simclr_gs)"),
+    "alpha": (float, "weight α of White's embedding loss, >= 0 (dae_embed)"),
+    "kind": (str, "White's embedding loss: l1, l2 or ncs (dae_embed)"),
+    "beta": (float, "weight β of the KL term, >= 0 (aasae, vae, ae, aaae)"),
+    "tau": (float, "NT-Xent temperature τ, > 0 (simclr, simclr_gs)"),
+    "logscale": (float, "fix the Gaussian likelihood's log σ instead of learning it (aasae family)"),
+    "dim": (int, "latent size d of the projector / posterior"),
+}
+
 # %% ../nbs/09_cli.ipynb #48bb5473
 def config_from_args(args):
     "The `train.Config` that `ssl_ae pretrain` flags describe."
@@ -36,6 +48,7 @@ def config_from_args(args):
     fields["knn_every"] = args.knn_every if args.knn_every is not None else (5 if args.dataset == "toy" else 10)
     return Config(**fields, options=options)
 
+# %% ../nbs/09_cli.ipynb #7fccc6b5
 def _pretrain(args) -> int:
     from ssl_ae.evaluate import pretrain_and_evaluate
     cfg = config_from_args(args)
@@ -95,6 +108,7 @@ def _evaluate(args) -> int:
     for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}{se:>8.1%}")
     return 0
 
+# %% ../nbs/09_cli.ipynb #473c8460
 def _report(result: dict, rows: list, as_json: bool, title: str) -> int:
     if as_json: print(json.dumps(result)); return 0
     print(title)
@@ -137,17 +151,6 @@ def _bench_eval(args) -> int:
     return _report(r, rows, args.json, f"linear probe, {r['epochs']} epochs, {r['images']:,} toy images, backbone {r['backbone']}, {r['device']}")
 
 # %% ../nbs/09_cli.ipynb #9f595219
-_OPTION_FLAGS = {  # flag -> (method option, type, help)
-    "w": (float, "SidAE's weight of the denoising loss, in [0, 1] (0: SimSiam, 1: DAE)"),
-    "lam": (float, "graded-similarity threshold λ, in (0, 1] (simsiam_gs, simclr_gs)"),
-    "alpha": (float, "weight α of White's embedding loss, >= 0 (dae_embed)"),
-    "kind": (str, "White's embedding loss: l1, l2 or ncs (dae_embed)"),
-    "beta": (float, "weight β of the KL term, >= 0 (aasae, vae, ae, aaae)"),
-    "tau": (float, "NT-Xent temperature τ, > 0 (simclr, simclr_gs)"),
-    "logscale": (float, "fix the Gaussian likelihood's log σ instead of learning it (aasae family)"),
-    "dim": (int, "latent size d of the projector / posterior"),
-}
-
 def _device(text: str) -> str:
     "A --device value: auto, or a torch device of type cpu, cuda or mps (whether it is there is checked when it is used)."
     import torch

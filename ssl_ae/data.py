@@ -310,6 +310,7 @@ def _folder_files(root: Path, split: str) -> tuple[list[Path], list[int]]:
                                              f"{' in its subfolders' if classes else ''}).")
     return files, labels
 
+# %% ../nbs/00_data.ipynb #883bf973
 def _decode(path: Path, size: int) -> torch.Tensor:
     "One image file as uint8 RGB (3, size, size)."
     import numpy as np

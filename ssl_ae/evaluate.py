@@ -315,6 +315,7 @@ def random_init(config: Config, images: torch.Tensor, labels: torch.Tensor) -> n
     extra = {"n_classes": int(labels.max()) + 1} if cfg.method == "supervised" else {}
     return build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra)
 
+# %% ../nbs/06_evaluate.ipynb #793550cf
 def _labelled_splits(trainer: Trainer):
     "((train images, labels), (test images, labels)) to probe on, or None where there is no labelled test split (a flat folder, images in memory)."
     cfg = trainer.config

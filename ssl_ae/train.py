@@ -639,6 +639,7 @@ def step_cost(config: Config) -> dict:
     return {"step_flops_per_image": step.get_total_flops() / 2, "forward_flops_per_image": fwd.get_total_flops() / 2,
             "activation_bytes_per_image": sum(saved.values()) / 2, "parameter_bytes": sum(p.numel() * 4 for p in method.parameters())}
 
+# %% ../nbs/05_train.ipynb #079ae37d
 def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
                   gpus=("T4", "A100"), # keys of `GPUS`
                  ) -> dict:

@@ -74,7 +74,7 @@ def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monk
         assert c.resolved().checkpoint_minutes == 10 and c.resolved().epochs < paper_run.resolved().epochs, name
     for name, c in seen.values():
         c = c.resolved()
-        small = dataclasses.replace(c, data=str(data), download=False, limit=48, epochs=1, batch_size=16, warmup_epochs=0, knn_every=0,
+        small = dataclasses.replace(c, data=str(data), download=False, limit=32, epochs=1, batch_size=16, warmup_epochs=0, knn_every=0,
                                     device="cpu", out=str(tmp_path / name))
         t = Trainer(small, progress=False)
         t.fit()
@@ -83,7 +83,7 @@ def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monk
         xtr, ytr = load_dataset(probe_set, data, "train"); xte, yte = load_dataset(probe_set, data, "test")
         protocol = g["protocol_for"](c.method) if "protocol_for" in g else g["PROTOCOL"]
         protocol = dataclasses.replace(protocol, epochs=1, batch_size=16)
-        table = probe_images(t.method, xtr[:48], ytr[:48], xte[:32], yte[:32], (1.0, 0.1), (0,), protocol)
+        table = probe_images(t.method, xtr[:32], ytr[:32], xte[:32], yte[:32], (1.0, 0.1), (0,), protocol)
         assert all(0 <= a <= 1 for a, _ in table.values()), name
         shutil.rmtree(small.out)  # a ResNet-18 checkpoint with its optimiser state is about 100 MB: keep the disk free
 

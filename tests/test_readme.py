@@ -1,4 +1,4 @@
-"""The README's library example runs exactly as printed, outside the repository, and the docs' index shows the same."""
+"""The README's library example (run by tests/test_wheel.py with the installed wheel) and the docs' index show the same section."""
 import json
 import re
 import subprocess
@@ -12,14 +12,16 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
-def test_readme_own_loop_example_runs_as_printed(tmp_path):
+def run_readme_examples(python: str, cwd: Path):
+    "Run every python block of the README as printed, with `python`, in `cwd`; each must print three finite losses."
     blocks = readme_python_blocks()
     assert blocks, "the README has no python example"
     for code in blocks:
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        run = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
         assert run.returncode == 0, run.stderr
         losses = [float(m) for m in re.findall(r"loss ([0-9.]+)", run.stdout)]
-        assert len(losses) == 3 and all(l == l for l in losses), run.stdout  # three finite losses printed
+        assert len(losses) == 3 and all(l == l for l in losses), run.stdout
+# tests/test_wheel.py runs them with the installed wheel, outside the repository (running them here as well would only repeat that)
 
 
 def test_index_shows_the_readme_section():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_readme import readme_python_blocks
+from test_readme import run_readme_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_EXTRA = {"nbdev", "execnb", "ghapi", "jupyterlab", "pytest", "nbval", "mlxtend"}  # settings.ini's dev_requirements
@@ -95,4 +95,4 @@ def test_wheel_installs_without_the_dev_extra_and_runs_outside_the_repository(tm
     assert run(bin_dir / "ssl_ae", "--version").strip() == f"ssl_ae {md.version('ssl_ae')}"
     out = run(bin_dir / "ssl_ae", "pretrain", "--epochs", "1", "--quiet")
     assert "same network, random init" in out and (elsewhere / "runs" / "quickstart" / "summary.json").exists(), out
-    for code in readme_python_blocks(): run(py, "-c", code)
+    run_readme_examples(str(py), elsewhere)  # the README's own-loop example, exactly as printed
