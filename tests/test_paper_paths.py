@@ -74,7 +74,7 @@ def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monk
         assert c.resolved().checkpoint_minutes == 10 and c.resolved().epochs < paper_run.resolved().epochs, name
     for name, c in seen.values():
         c = c.resolved()
-        small = dataclasses.replace(c, data=str(data), download=False, limit=32, epochs=1, batch_size=16, warmup_epochs=0, knn_every=0,
+        small = dataclasses.replace(c, data=str(data), download=False, limit=16, epochs=1, batch_size=8, warmup_epochs=0, knn_every=0,
                                     device="cpu", out=str(tmp_path / name))
         t = Trainer(small, progress=False)
         t.fit()
