@@ -372,8 +372,9 @@ def export_backbone(checkpoint: str | Path, # a last.pt or epoch_NNN.pt
     ckpt = load_checkpoint(checkpoint)
     method, cfg = load_method(checkpoint), Config(**ckpt["config"])
     name = method.backbone_name
-    build = _BUILD.get(name) or f"m = torch.nn.Sequential(...) as printed in info['modules'] ({name} network), then m.load_state_dict(info['state_dict'])"
-    info = {"format": "ssl_ae.backbone/1", "architecture": name, "build": build, "modules": repr(method.backbone),
+    # White's and the small network are plain stacks of torch layers, whose reprs are the code that builds them
+    build = _BUILD.get(name) or "m = torch.nn.Sequential(" + ", ".join(f"torch.nn.{layer!r}" for layer in method.backbone) + ")"
+    info = {"format": "ssl_ae.backbone/1", "architecture": name, "build": build,
             "state_dict": {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()},
             "mean": method.normalize.mean.flatten().tolist(), "std": method.normalize.std.flatten().tolist(),
             "image_size": cfg.image_size, "out_dim": method.backbone.out_dim, "method": cfg.method, "epoch": ckpt["epoch"]}

@@ -97,7 +97,7 @@ LOAD_WITHOUT_SSL_AE = textwrap.dedent('''
     import sys; sys.modules["ssl_ae"] = None   # importing ssl_ae now fails: only torch and torchvision may be used
     import torch, torchvision
     info = torch.load(sys.argv[1], weights_only=True)
-    m = torchvision.models.resnet18(); m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = torch.nn.Identity(); m.fc = torch.nn.Identity()
+    exec(info["build"])                        # the line of torch/torchvision code the file carries: it defines m
     m.load_state_dict(info["state_dict"]); m.eval()
     x = torch.load(sys.argv[2], weights_only=True)
     mean, std = torch.tensor(info["mean"]).view(1, 3, 1, 1), torch.tensor(info["std"]).view(1, 3, 1, 1)
@@ -105,14 +105,16 @@ LOAD_WITHOUT_SSL_AE = textwrap.dedent('''
 ''')
 
 
-def test_export_leaves_a_torchvision_resnet(tmp_path):
+@pytest.mark.parametrize("backbone,method,options", [("resnet18_cifar", "sidae", {"dim": 64, "hidden": 64, "projector_layers": 2}),
+                                                     ("white", "dae_embed", {"dim": 64, "normalize_input": False})])
+def test_export_leaves_an_encoder_that_torchvision_alone_loads(tmp_path, backbone, method, options):
     from ssl_ae.evaluate import load_method
     from ssl_ae.train import Config, Trainer
     run = tmp_path / "run"
-    Trainer(Config(method="sidae", backbone="resnet18_cifar", limit=32, epochs=1, batch_size=16, optimizer="adam", lr=1e-3, augment="toy",
-                   options={"dim": 64, "hidden": 64, "projector_layers": 2}, out=str(run)), progress=False).fit()
+    Trainer(Config(method=method, backbone=backbone, limit=32, epochs=1, batch_size=16, optimizer="adam", lr=1e-3, augment="toy",
+                   options=options, out=str(run)), progress=False).fit()
     status, out, err = in_process("export", str(run / "last.pt"), str(tmp_path / "encoder.pt"))
-    assert status == 0 and "resnet18_cifar encoder" in out, err
+    assert status == 0 and f"{backbone} encoder" in out, err
     x = torch.rand(4, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
     done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_SSL_AE, str(tmp_path / "encoder.pt"), str(tmp_path / "x.pt"), str(tmp_path / "f.pt")],
