@@ -8,21 +8,37 @@ executes every chapter: code, documentation and tests cannot drift apart.
 - Cells marked with nbdev's test flags (`#| slow`, `#| cuda`, `#| notest`) or `#| eval: false` are skipped, as
   `nbdev_test` skips them; SSL_AE_TEST_FLAGS="slow cuda" switches flags on.
 - Notebooks whose name starts with `_` are scratch (nbdev ignores them too); nbs/_proc is nbdev's build output.
+- Without nbval and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
+- `device="auto"` in a test means SSL_AE_TEST_DEVICE (default: the CPU), so that one variable moves the suite to a GPU.
 """
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbval.plugin import CURRENT_ENV_KERNEL_NAME, IPyNbCell, IPyNbFile, RunningKernel
+
+try:
+    import nbformat
+    from nbval.plugin import CURRENT_ENV_KERNEL_NAME, IPyNbCell, IPyNbFile, RunningKernel
+except ImportError:  # a machine without the dev extra (the GPU check's): tests/ runs, the notebooks are not collected
+    IPyNbFile = None
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 from nbflags import skip_reason  # noqa: E402
+from testdevice import DEVICE  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _test_device(monkeypatch):
+    "`device='auto'` in a test means SSL_AE_TEST_DEVICE (default: the CPU), not whatever this machine has (tests/testdevice.py)."
+    import torch
+    import ssl_ae.data
+    import ssl_ae.train
+    for module in (ssl_ae.data, ssl_ae.train): monkeypatch.setattr(module, "default_device", lambda: torch.device(DEVICE))
 
 NBS = Path(__file__).parent / "nbs"
 
 
-class NotebookFile(IPyNbFile):
+class NotebookFile(IPyNbFile or object):
     "A notebook run as a test: stripped of outputs, flagged cells skipped, outputs not compared."
 
     def __init__(self, *args, **kwargs):
@@ -48,7 +64,7 @@ class NotebookFile(IPyNbFile):
 
 
 def pytest_collect_file(file_path, parent):
-    if file_path.suffix != ".ipynb" or not file_path.is_relative_to(NBS): return None
+    if file_path.suffix != ".ipynb" or not file_path.is_relative_to(NBS) or IPyNbFile is None: return None
     rel = file_path.relative_to(NBS)
     if any(part.startswith(("_", ".")) for part in rel.parts): return None
     return NotebookFile.from_parent(parent, path=file_path)

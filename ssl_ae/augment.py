@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,6 +28,10 @@ def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     "Uniform [0, 1) numbers drawn on the generator's device (or `device`), returned on `device`."
     src = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=src).to(device)
+
+def _f32(v: float) -> float:
+    "`v` rounded to float32 and back: arithmetic of such numbers with float32 tensors matches float32 tensors of them bit for bit."
+    return struct.unpack("f", struct.pack("f", v))[0]
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     "View a per-sample vector (B,) so that it broadcasts against a batch `like` (B, ...)."
@@ -120,7 +125,8 @@ def adjust_hue(x: torch.Tensor, # RGB images in [0, 1] (B, 3, H, W)
     d = torch.where(spread > 0, spread, torch.ones_like(spread))
     hue6 = torch.where(which == 0, (g - b) / d, torch.where(which == 1, (b - r) / d + 2, (r - g) / d + 4))
     hue6 = hue6 + 6 * _per_sample(delta, hue6)
-    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1) + hue6.unsqueeze(1), 6)
+    offsets = torch.arange(5, 0, -2, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)  # 5, 3, 1 for r, g, b (made on the device: no copy from the host)
+    k = torch.remainder(offsets + hue6.unsqueeze(1), 6)
     v, s = v.unsqueeze(1), s.unsqueeze(1)
     return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
 
@@ -218,7 +224,8 @@ def boxes(self: Augment, n: int, height: int, width: int, generator=None, device
         return sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, generator, device)
     if self.crop_size > min(height, width):
         raise ValueError(f"crop_size {self.crop_size} does not fit images of {height}×{width}; lower crop_size.")
-    corner = torch.floor(_rand((n, 2), generator, device) * torch.tensor([height - self.crop_size + 1, width - self.crop_size + 1], device=device))
+    u = _rand((n, 2), generator, device)
+    corner = torch.stack([torch.floor(u[:, 0] * (height - self.crop_size + 1)), torch.floor(u[:, 1] * (width - self.crop_size + 1))], 1)
     return torch.cat([corner, torch.full((n, 2), float(self.crop_size), device=device)], 1).long()
 
 # %% ../nbs/01_augment.ipynb #7576eb88
@@ -233,9 +240,9 @@ def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = Non
     x = hflip(resized_crop(x, boxes, self.size), u[:, 0] < self.flip_p)
     if self.jitter_p > 0:
         b, c, s, h = self.jitter
-        lo = torch.tensor([max(0, 1 - b), max(0, 1 - c), max(0, 1 - s), -h], device=dev)
-        hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=dev)
-        x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, lo + (hi - lo) * u[:, 2:6], u[:, 6:10].argsort(1))
+        ranges = ((max(0, 1 - b), 1 + b), (max(0, 1 - c), 1 + c), (max(0, 1 - s), 1 + s), (-h, h))  # Python numbers: no copy to the device
+        factors = torch.stack([_f32(lo) + _f32(_f32(hi) - _f32(lo)) * u[:, 2 + j] for j, (lo, hi) in enumerate(ranges)], 1)
+        x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, factors, u[:, 6:10].argsort(1))
     if self.gray_p > 0: x = grayscale(x, _rand(B, generator, dev) < self.gray_p)
     if self.blur_p > 0:
         v = _rand((B, 2), generator, dev)

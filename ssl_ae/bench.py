@@ -14,7 +14,7 @@ from .augment import PRESETS, torchvision_equivalent
 from .data import load_dataset
 
 # %% auto #0
-__all__ = ['bench_augment', 'bench_step', 'bench_eval', 'bench_profile']
+__all__ = ['bench_augment', 'bench_step', 'bench_eval', 'bench_profile', 'bench_presets']
 
 # %% ../nbs/08_bench.ipynb #c70830d1
 class _TwoViews(torch.utils.data.Dataset):
@@ -163,3 +163,29 @@ def bench_profile(method: str = "sidae", # a key of `METHODS`
     xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
     s = clock(); probe_images(random_init(t.config, xtr, ytr).to(t.device), xtr, ytr, xte, yte, (1.0, 0.01)); result["probe_s"] = clock() - s
     return result
+
+# %% ../nbs/08_bench.ipynb #6315ff69
+def bench_presets(device: str = "auto",
+                  presets=None, # (method, data set, images/s) rows; default: chapter 05's `H200_STEPS`
+                  steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps (cuDNN picks its algorithms)
+                  batch_size: int | None = None, # None: each preset's own batch
+                 ) -> list[dict]:
+    "Images per second of `Trainer.step` for each paper preset on `device`, beside the cost model's H200 figure and issue 19's H200 measurement."
+    import tempfile
+    from ssl_ae.train import GPUS, H200_STEPS, Trainer, _step_seconds, paper_config, step_cost
+    rows = []
+    for method, dataset, measured in presets or H200_STEPS:
+        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
+        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+        t = Trainer(cfg, progress=False, images=images)
+        sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
+        batches = iter(t.loader)
+        for _ in range(warmup): t.step(next(batches)[0])
+        sync(); start = time.perf_counter()
+        for _ in range(steps): t.step(next(batches)[0])
+        sync(); seconds = (time.perf_counter() - start) / steps
+        model = _step_seconds(step_cost(cfg), cfg.batch_size, GPUS["H200"])
+        rows.append({"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size, "device": str(t.device),
+                     "images_per_s": cfg.batch_size / seconds, "model_h200_images_per_s": cfg.batch_size / model,
+                     "issue19_h200_images_per_s": measured})
+    return rows

@@ -72,12 +72,13 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, # (N,
     "Test accuracy of a linear classifier trained on frozen features (unlabelled rows, label −1, are skipped)."
     p = _protocol(protocol)
     if p.augment is not None: raise ValueError(f"this protocol trains on augmented images ({p.augment!r}); use augmented_probe or probe_images, which have the images.")
-    device = device or train_features.device
-    keep = (train_labels >= 0).to(train_features.device)
-    x, y = train_features[keep].float(), train_labels[keep]
+    device = torch.device(device) if device is not None else train_features.device
+    x, y = train_features.to(device).float(), train_labels.to(device)  # everything where the classifier trains,
+    xt, yt = test_features.to(device).float(), test_labels.to(device)  # whichever devices the four came from
+    keep = y >= 0
+    x, y = x[keep], y[keep]
     mu, sd = (x.mean(0), x.std(0).clamp(min=1e-6)) if p.standardize else (0.0, 1.0)
-    x, xt = ((x - mu) / sd).to(device), ((test_features.float() - mu) / sd).to(device)
-    y, yt = y.to(device), test_labels.to(device)  # (all on the device: only the accuracy comes back)
+    x, xt = (x - mu) / sd, (xt - mu) / sd  # only the accuracy comes back to the host
     g = torch.Generator().manual_seed(seed)
     batches = lambda: ((x[i], y[i]) for i in torch.randperm(len(x), generator=g).to(device).split(p.batch_size))
     clf = _train_linear(batches, x.shape[1], int(y.max()) + 1, p, seed, device)
@@ -89,6 +90,10 @@ def mean_se(values) -> tuple[float, float]:
     v = torch.tensor(list(values), dtype=torch.float64)
     return v.mean().item(), (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
 
+def _labelled(labels: torch.Tensor, fraction: float = 1.0, seed: int = 0) -> torch.Tensor:
+    "Indices, on the CPU, of the labelled rows (`fraction` < 1: a class-stratified subset of them); CPU indices select rows of a tensor on any device."
+    return label_subset(labels, fraction, seed) if fraction < 1 else (labels.cpu() >= 0).nonzero().squeeze(1)
+
 def probe_table(train_features, train_labels, test_features, test_labels,
                 fractions=(1.0, 0.01), # shares of the labelled training set
                 seeds=(0, 1, 2), # classifier seeds, one repeat each
@@ -98,7 +103,7 @@ def probe_table(train_features, train_labels, test_features, test_labels,
     "{fraction: (mean accuracy, standard error)} of linear probes over `seeds`, each fraction's subset fixed by `subset_seed`."
     table = {}
     for frac in fractions:
-        idx = label_subset(train_labels, frac, subset_seed) if frac < 1 else (train_labels >= 0).nonzero().squeeze(1)
+        idx = _labelled(train_labels, frac, subset_seed)
         table[frac] = mean_se(linear_probe(train_features[idx], train_labels[idx], test_features, test_labels, protocol, seed) for seed in seeds)
     return table
 
@@ -115,10 +120,10 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
     "Test accuracy of a linear classifier on a frozen encoder, trained on freshly augmented training images every epoch."
     p = _protocol(protocol)
     if p.augment is None: raise ValueError("this protocol trains on clean images; use linear_probe on cached features (probe_images does).")
-    keep = train_labels >= 0
-    enc = recalibrate_bn(method, train_images[keep]) if p.recalibrate else method
-    device = device or next(enc.parameters()).device
+    keep = _labelled(train_labels)
     x, y = train_images[keep], train_labels[keep]
+    enc = recalibrate_bn(method, x) if p.recalibrate else method
+    device = device or next(enc.parameters()).device
     mu, sd = 0.0, 1.0
     if p.standardize:
         f = extract_features(enc, x, device=device).to(device); mu, sd = f.mean(0), f.std(0).clamp(min=1e-6)
@@ -127,7 +132,7 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
     batches = lambda: (((_features_of(enc, aug.view(xb, gen)[0]) - mu) / sd, yb) for xb, yb in loader)
     clf = _train_linear(batches, enc.backbone.out_dim, int(y.max()) + 1, p, seed, device)
     ft = (extract_features(enc, test_images, device=device).to(device) - mu) / sd
-    with torch.no_grad(): return (clf(ft).argmax(1).cpu() == test_labels).float().mean().item()
+    with torch.no_grad(): return (clf(ft).argmax(1) == test_labels.to(device)).float().mean().item()
 
 def probe_images(method: nn.Module, train_images, train_labels, test_images, test_labels,
                  fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "package", subset_seed: int = 0) -> dict:
@@ -138,7 +143,7 @@ def probe_images(method: nn.Module, train_images, train_labels, test_images, tes
         return probe_table(ftr, train_labels, fte, test_labels, fractions, seeds, p, subset_seed)
     table = {}
     for frac in fractions:
-        idx = label_subset(train_labels, frac, subset_seed) if frac < 1 else (train_labels >= 0).nonzero().squeeze(1)
+        idx = _labelled(train_labels, frac, subset_seed)
         table[frac] = mean_se(augmented_probe(method, train_images[idx], train_labels[idx], test_images, test_labels, p, seed) for seed in seeds)
     return table
 
@@ -175,11 +180,11 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
     p = _protocol(protocol)
     device = device or next(method.parameters()).device
     m = copy.deepcopy(method).to(device)
-    keep = train_labels >= 0
+    keep = _labelled(train_labels)
     torch.manual_seed(seed)
     head = nn.Linear(m.backbone.out_dim, int(train_labels.max()) + 1).to(device)
     opt = _optimizer([*m.backbone.parameters(), *head.parameters()], p)
-    loader = DeviceLoader(train_images[keep], train_labels[keep], min(p.batch_size, int(keep.sum())), device, seed=seed, drop_last=False)
+    loader = DeviceLoader(train_images[keep], train_labels[keep], min(p.batch_size, len(keep)), device, seed=seed, drop_last=False)
     gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[augment].at(train_images.shape[-1])
     m.train()
     for _ in range(p.epochs):
@@ -188,8 +193,8 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     m.eval()
     with torch.no_grad():
-        pred = torch.cat([head(m.features(b.to(device).float() / 255)).argmax(1).cpu() for b in test_images.split(1024)])
-    return (pred == test_labels).float().mean().item()
+        pred = torch.cat([head(m.features(b.to(device).float() / 255)).argmax(1) for b in test_images.split(1024)])
+    return (pred == test_labels.to(device)).float().mean().item()
 
 def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction: float = 1.0, seed: int = 0, **config) -> float:
     "Test accuracy of the backbone trained from scratch with labels (the trainer's `supervised` method) on `label_fraction` of them (the same subset for every `seed`)."
@@ -200,8 +205,8 @@ def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction
     x, y = load_dataset(dataset, data, "test")
     m = trainer.method.eval()
     with torch.no_grad():
-        pred = torch.cat([m.classifier(m.features(b.to(trainer.device).float() / 255)).argmax(1).cpu() for b in x.split(1024)])
-    return (pred == y).float().mean().item()
+        pred = torch.cat([m.classifier(m.features(b.to(trainer.device).float() / 255)).argmax(1) for b in x.split(1024)])
+    return (pred == y.to(trainer.device)).float().mean().item()
 
 # %% ../nbs/06_evaluate.ipynb #1ba13173
 def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: int = 0,

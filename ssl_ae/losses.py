@@ -92,7 +92,7 @@ def _cosine_logits(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tens
 
 def _partners(n: int, device) -> torch.Tensor:
     "Index of each view's partner among the 2N views: i ↔ i + N."
-    return torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
+    return torch.arange(n, 3 * n, device=device) % (2 * n)  # made on the device: no copy from the host
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, # embeddings of the two views (N, d); row i of each comes from image i
             tau: float = 0.5, # temperature, > 0
@@ -109,7 +109,7 @@ def gaussian_nll(x: torch.Tensor, # targets (B, ...)
                 ) -> torch.Tensor:
     "−log N(x; mean, σ²) with σ = exp(logscale), summed over each sample's values, averaged over the batch."
     _check_pairs(x=x, mean=mean)
-    logscale = torch.as_tensor(logscale, dtype=x.dtype, device=x.device)
+    logscale = logscale.to(x.dtype) if torch.is_tensor(logscale) else torch.full((), float(logscale), dtype=x.dtype, device=x.device)  # a fill, not a copy from the host
     nll = 0.5 * ((x - mean) * torch.exp(-logscale)) ** 2 + logscale + 0.5 * math.log(2 * math.pi)
     return nll.flatten(1).sum(1).mean()
 
@@ -159,13 +159,19 @@ def graded_similarity(ioa: torch.Tensor, # intersection over area, in [0, 1]
     return (ioa / lam).clamp(max=1)
 
 # %% ../nbs/03_losses.ipynb #b9d77304
+def _check_unit(name: str, values: torch.Tensor):
+    "Refuse values outside [0, 1]: a ValueError on the CPU; on a GPU an assertion that runs on the device, so the host never waits for it."
+    if values.device.type != "cpu": torch._assert_async(((values >= 0) & (values <= 1)).all(), f"{name} must be in [0, 1]"); return
+    if values.numel() and (values.min() < 0 or values.max() > 1):
+        raise ValueError(f"{name} must be in [0, 1]; got values from {values.min():.3g} to {values.max():.3g}.")
+
 def d_gs(a: torch.Tensor, b: torch.Tensor, # vectors (B, d); only their directions matter
          psi: torch.Tensor | float, # graded-similarity targets (B,) or a scalar, in [0, 1]
         ) -> torch.Tensor:
     "Graded-similarity distance (‖ā − b̄‖ − (1 − ψ))², averaged over the batch."
     _check_pairs(a=a, b=b)
     psi = torch.as_tensor(psi, dtype=a.dtype, device=a.device)
-    if psi.numel() and (psi.min() < 0 or psi.max() > 1): raise ValueError(f"psi must be in [0, 1]; got values from {psi.min():.3g} to {psi.max():.3g}.")
+    _check_unit("psi", psi)
     d = torch.linalg.vector_norm(F.normalize(a, dim=-1) - F.normalize(b, dim=-1), dim=-1)
     return ((d - (1 - psi)) ** 2).mean()
 
@@ -186,6 +192,6 @@ def simclr_gs_loss(z1: torch.Tensor, z2: torch.Tensor, # embeddings of the two v
     z, partner = torch.cat([z1, z2]), torch.cat([z2, z1])
     psi = torch.cat([torch.as_tensor(psi12, dtype=z.dtype, device=z.device).expand(len(z1)),
                      torch.as_tensor(psi21, dtype=z.dtype, device=z.device).expand(len(z1))])
-    if psi.min() < 0 or psi.max() > 1: raise ValueError(f"psi12 and psi21 must be in [0, 1]; got values from {psi.min():.3g} to {psi.max():.3g}.")
+    _check_unit("psi12 and psi21", psi)
     d = torch.linalg.vector_norm(F.normalize(z, dim=1) - F.normalize(partner, dim=1), dim=1)
     return ((d - (1 - psi)) ** 2 / tau + torch.logsumexp(_cosine_logits(z1, z2, tau), dim=1)).mean()

@@ -14,12 +14,14 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .augment import PRESETS, Views
 from fastcore.basics import patch
@@ -29,12 +31,12 @@ from .methods import METHODS, build_method, channel_stats, embedding_spread
 from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'GPUS', 'TRAIN_IMAGES',
-           'TEST_IMAGES', 'lr_factor', 'Config', 'eval_mode', 'extract_features', 'knn_accuracy', 'CheckpointError',
-           'save_atomic', 'load_checkpoint', 'NonFiniteLossError', 'distributed_context', 'resolve_device',
-           'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history', 'train_or_resume', 'in_colab',
-           'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config', 'colab_config', 'step_cost',
-           'estimate_cost', 'duration', 'cost_line']
+__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'H200_STEPS', 'GPUS',
+           'TRAIN_IMAGES', 'TEST_IMAGES', 'lr_factor', 'Config', 'eval_mode', 'extract_features', 'knn_accuracy',
+           'CheckpointError', 'save_atomic', 'load_checkpoint', 'NonFiniteLossError', 'distributed_context',
+           'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history',
+           'train_or_resume', 'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config',
+           'colab_config', 'step_cost', 'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -79,7 +81,7 @@ class Config:
     device: str = "auto" # "auto" (CUDA, then MPS, then CPU), or a torch device string
     amp: bool | str = True # mixed precision: True picks per device (`amp_dtype`); "bf16" or "fp16" force one (the CPU too); False: off
     channels_last: bool = True # channels-last memory format on CUDA and the CPU (faster convolutions on both)
-    compile: bool = False # torch.compile the method
+    compile: bool = False # torch.compile the method (off by default: on an H200 it made SidAE's step slower, see "A trainer that takes one step")
     knn_every: int = 0 # kNN monitor every N epochs (0: off)
     knn_k: int | None = None # neighbours of the kNN monitor (SidAE 200, graded similarity 201)
     checkpoint_every: int = 1 # write last.pt every N epochs (and always at the end)
@@ -305,6 +307,15 @@ def _optimizer(cfg: Config, params: list, steps_per_epoch: int, fused: bool = Fa
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
 
 # %% ../nbs/05_train.ipynb #6cca4b2b
+def _advance(scheduler, scaler):
+    """One step of the learning-rate schedule, every training step. The schedule counts steps, not updates: a step that
+    fp16's grad scaler skipped (its first ones, while the scale settles) still advances it, so torch's warning that the
+    scheduler stepped before the optimiser did is moot there, and silenced."""
+    if not scaler.is_enabled(): return scheduler.step()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        scheduler.step()
+
 class Trainer:
     "Pretrain any method of `METHODS` on a data set, or on images in memory, on whatever device is there."
     def __init__(self, config: Config, progress: bool = True,
@@ -353,7 +364,8 @@ class Trainer:
             out = self.model(xb.float() / 255, views, yb)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
-        self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
+        self.scaler.step(self.optimizer); self.scaler.update()
+        _advance(self.scheduler, self.scaler)
         return out
 
 # %% ../nbs/05_train.ipynb #81f37d30
@@ -602,8 +614,14 @@ def colab_config(method: str = "sidae", dataset: str | None = None, paper: str |
     return _config(method, {"dataset": dataset or plan["dataset"], "paper": paper, "epochs": plan["epochs"], "checkpoint_minutes": 10}, {}, settings)
 
 # %% ../nbs/05_train.ipynb #476f4d98
-GPUS = {"T4": {"tflops": 6.0, "memory_gib": 15.0, "dtype": "fp16"},     # free Colab GPU: fp16 tensor cores, no bf16
-        "A100": {"tflops": 30.0, "memory_gib": 40.0, "dtype": "bf16"}}  # effective TFLOP/s assumed for 32-pixel convnets (not peak)
+H200_STEPS = (  # (method, data set, images/s): its paper's preset timed with the real Trainer on one NVIDIA H200, torch 2.11, bf16, channels-last (issue 19)
+    ("sidae", "cifar10", 24_000), ("simsiam", "cifar10", 31_300), ("aasae", "cifar10", 14_900), ("vae", "cifar10", 28_300),
+    ("dae_embed", "cifar100", 38_900), ("simsiam_gs", "cifar10", 13_400), ("simclr_gs", "cifar10", 25_800))
+_R, _C = 327.0, 11.5  # TFLOP/s and µs per kernel: `fit_step_model(H200_STEPS)`, checked below
+GPUS = {  # a step takes kernels × launch_us + FLOPs / tflops
+    "H200": {"tflops": _R, "launch_us": _C, "memory_gib": 139.0, "dtype": "bf16", "source": "fitted to step times measured on an H200"},
+    "T4": {"tflops": _R * 65 / 989, "launch_us": _C, "memory_gib": 15.0, "dtype": "fp16",
+           "source": "derived: the H200's arithmetic rate × 65/989 (16-bit tensor-core peaks), the same launch cost"}}
 TRAIN_IMAGES = {"toy": 10_000, "digits": 4_000, "cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                 "stl10": 100_000}  # pretraining split (STL-10: the unlabelled one)
 TEST_IMAGES = {"toy": 2_000, "digits": 1_000, "cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000, "stl10": 8_000}
@@ -617,33 +635,57 @@ def _cost_key(c: Config) -> tuple:
     heads = None if w is None else "decoder only" if w == 1 else "predictor only" if w == 0 else "both"
     return (c.method, c.backbone, c.augment, c.image_size, heads, tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
 
+class _CountKernels(TorchDispatchMode):
+    "Counts the ATen operators run inside it: on a GPU, each is (at least) one kernel launch."
+    n = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
 def step_cost(config: Config) -> dict:
-    "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, bytes of saved activations per image, and bytes of parameters."
+    "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, kernels a step launches (augmentation, forward, backward), bytes of saved activations per image, and bytes of parameters."
     from torch.utils.flop_counter import FlopCounterMode
     cfg = config.resolved()
     torch.manual_seed(0)
     extra = {"n_classes": 10} if cfg.method == "supervised" else {}
     method = build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **cfg.options, **extra).train()
     x = torch.randint(0, 256, (2, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
-    views = PRESETS[cfg.augment].at(cfg.image_size)(x, torch.Generator().manual_seed(0)) if method.n_views else None
+    with _CountKernels() as augment_kernels:
+        views = PRESETS[cfg.augment].at(cfg.image_size)(x, torch.Generator().manual_seed(0)) if method.n_views else None
     params = {p.untyped_storage().data_ptr() for p in method.parameters()}
     saved = {}
     def pack(t):
         ptr = t.untyped_storage().data_ptr()
         if ptr not in params: saved[ptr] = t.untyped_storage().nbytes()
         return t
-    with FlopCounterMode(display=False) as step, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with FlopCounterMode(display=False) as step, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _CountKernels() as kernels:
         out = method(x.float() / 255, views, torch.zeros(2, dtype=torch.long) if method.uses_labels else None)
         out.loss.backward()
     with FlopCounterMode(display=False) as fwd, torch.no_grad(): method.eval().features(x.float() / 255)
     return {"step_flops_per_image": step.get_total_flops() / 2, "forward_flops_per_image": fwd.get_total_flops() / 2,
+            "kernels_per_step": augment_kernels.n + kernels.n,
             "activation_bytes_per_image": sum(saved.values()) / 2, "parameter_bytes": sum(p.numel() * 4 for p in method.parameters())}
+
+# %% ../nbs/05_train.ipynb #375f6a56
+def _step_seconds(cost: dict, batch: int, gpu: dict) -> float:
+    "Seconds of one training step of `batch` images: kernel launches plus arithmetic (chapter 05's model)."
+    return cost["kernels_per_step"] * gpu["launch_us"] * 1e-6 + cost["step_flops_per_image"] * batch / (gpu["tflops"] * 1e12)
+
+def fit_step_model(measured=H200_STEPS) -> tuple[float, float]:
+    "(R in TFLOP/s, c in µs per kernel) that best fit measured (method, data set, images/s) rows of paper presets, in log time."
+    rows = []
+    for method, dataset, images_per_s in measured:
+        c = paper_config(method, dataset).resolved()
+        rows.append((step_cost(c), c.batch_size, c.batch_size / images_per_s))
+    grid = [(r, us) for r in (10 ** (1.5 + i / 200) for i in range(300)) for us in (0.5 + j / 10 for j in range(400))]
+    err = lambda r, us: sum((math.log(_step_seconds(k, b, {"tflops": r, "launch_us": us})) - math.log(t)) ** 2 for k, b, t in rows)
+    return min(grid, key=lambda g: err(*g))
 
 # %% ../nbs/05_train.ipynb #079ae37d
 def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
-                  gpus=("T4", "A100"), # keys of `GPUS`
+                  gpus=("H200", "T4"), # keys of `GPUS`
                  ) -> dict:
-    "Estimated hours and peak GPU memory (GiB) of training and probing `configs` on each GPU; FLOPs measured by `step_cost`, throughput assumed (`GPUS`)."
+    "Hours and peak GPU memory (GiB) of training and probing `configs` on each GPU: kernels and FLOPs counted by `step_cost`, step time by the model fitted to H200 measurements (`GPUS`)."
     out = {}
     for gpu in gpus:
         spec, seconds, memory = GPUS[gpu], 0.0, 0.0
@@ -653,9 +695,9 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
             if key not in _STEP_COSTS: _STEP_COSTS[key] = step_cost(c)  # measured once per process for each distinct model
             k = _STEP_COSTS[key]
             n = min(TRAIN_IMAGES[c.dataset], c.limit or TRAIN_IMAGES[c.dataset])
-            images = c.epochs * (n // c.batch_size) * c.batch_size
-            flops = images * k["step_flops_per_image"] + (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"]
-            seconds += flops / (spec["tflops"] * 1e12)
+            steps = c.epochs * (n // c.batch_size)
+            probe = (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"] / (spec["tflops"] * 1e12)  # features for the probe, once
+            seconds += steps * _step_seconds(k, c.batch_size, spec) + probe
             half = 0.5 if c.amp else 1.0
             need = 4 * k["parameter_bytes"] + half * k["activation_bytes_per_image"] * c.batch_size + n * 3 * c.image_size ** 2 + 2 ** 30
             memory = max(memory, need / 2 ** 30)
@@ -667,8 +709,8 @@ def duration(hours: float) -> str:
     return "under a minute" if hours < 1 / 60 else f"about {hours * 60:.0f} min" if hours < 1 else f"about {hours:.1f} h"
 
 def cost_line(configs: list, scale: str) -> str:
-    "One line for a tutorial to print before it trains: its scale's estimated T4 and A100 hours and GPU memory."
+    "One line for a tutorial to print before it trains: its scale's hours on an H200 (from measured step times) and on a T4 (derived), and GPU memory."
     e = estimate_cost(configs)
-    t4, a100 = e["T4"], e["A100"]
-    return (f"{scale} scale, {len(configs)} pretraining runs: {duration(t4['hours'])} on a T4 and {duration(a100['hours'])} on an A100, "
-            f"{max(t4['memory_gib'], a100['memory_gib']):.1f} GiB of GPU memory at most (estimates from counted FLOPs and assumed throughput, chapter 05)")
+    h200, t4 = e["H200"], e["T4"]
+    return (f"{scale} scale, {len(configs)} pretraining runs: {duration(h200['hours'])} on an H200 (from step times measured there) and "
+            f"{duration(t4['hours'])} on a T4 (derived, chapter 05), {max(h200['memory_gib'], t4['memory_gib']):.1f} GiB of GPU memory at most")

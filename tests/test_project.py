@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="reads notebooks: needs nbformat (the dev extra)")
 
 ROOT = Path(__file__).parents[1]
 TEST_COMMAND = 'pip install -e ".[dev]" && pytest'

@@ -5,8 +5,9 @@ import json
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="reads notebooks: needs nbformat (the dev extra)")
 
 from ssl_ae.study import META_KEYS, Study
 

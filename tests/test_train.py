@@ -1,10 +1,14 @@
 """The trainer's promises: exact resume, a clear stop on a non-finite loss with the last good checkpoint kept,
 checkpoints that are never half-written, and clear errors for bad checkpoints."""
 import dataclasses
+import sys
 import os
 
 import pytest
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from testdevice import same  # noqa: E402
 
 from ssl_ae.train import CheckpointError, Config, NonFiniteLossError, Trainer, load_checkpoint, save_atomic
 
@@ -31,9 +35,9 @@ def test_resume_is_exact(tmp_path, method, options):
     resumed = Trainer.resume(tmp_path / "b" / "last.pt", progress=False)
     resumed.fit()
     a, b = weights(straight), weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
-    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
+    assert all(same(sa[i][k], sb[i][k]) for i in sa for k in sa[i] if torch.is_tensor(sa[i][k]))
     drop = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in h]
     assert drop(straight.history) == drop(resumed.history)
 
@@ -116,7 +120,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, capsys):
     resumed = Trainer.resume(tmp_path / "b" / "last.pt", progress=False)
     resumed.fit()
     a, b = weights(straight), weights(resumed)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(same(a[k], b[k]) for k in a)
     drop = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in h]
     assert drop(straight.history) == drop(resumed.history)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["partial"] is None
@@ -139,4 +143,4 @@ def test_checkpoints_on_a_clock_survive_a_crash(tmp_path):
     resumed = Trainer.resume(tmp_path / "b" / "last.pt", progress=False, checkpoint_minutes=0)
     resumed.fit()
     a, b = weights(straight), weights(resumed)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(same(a[k], b[k]) for k in a)
