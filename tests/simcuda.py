@@ -1,9 +1,8 @@
 """A CUDA device simulated on the CPU, so that CPU-only tests can catch the two classes of GPU bug that CPU runs hide.
 
 Inside `simulated_cuda()`, tensors can live on `cuda:0`: `torch.zeros(3, device="cuda")`, `x.to("cuda")`,
-`model.cuda()` and `torch.Generator(device="cuda")` work on a machine without a GPU. Such a tensor is a wrapper that
-reports `device cuda:0` and computes with a CPU tensor inside, and every operation on it is checked the way CUDA
-checks it:
+`model.cuda()` and `torch.Generator(device="cuda")` work on a machine without a GPU. Such a tensor is a CPU tensor of a
+subclass whose `device` says `cuda:0`; a torch function mode sees every call first and checks it the way CUDA does:
 
 - **Devices.** An operation that combines a simulated-CUDA tensor with a CPU tensor of one or more dimensions fails
   with CUDA's own message ("Expected all tensors to be on the same device ..."); indexing a CPU tensor with CUDA
@@ -39,7 +38,6 @@ _READS = {T.item, T.tolist, T.__bool__, T.__float__, T.__int__, T.__index__, T.n
 _DATA_SHAPED = {torch.nonzero, T.nonzero, torch.masked_select, T.masked_select, torch.unique, T.unique, torch.unique_consecutive,
                 torch.bincount, T.bincount, torch.argwhere, torch.equal, T.equal,
                 torch.allclose, T.allclose, torch.histc, T.histc}
-_DEVICE_MOVES = {T.to, T.cuda, T.cpu, T.copy_, T.new_tensor, T.__getitem__, T.__setitem__}
 
 
 class _State:
