@@ -1,10 +1,14 @@
 """The installed `ssl_ae` console command, run as a user runs it."""
 import json
+import shutil
 import subprocess
+import sys
 
 
 def ssl_ae(*args, timeout=300):
-    return subprocess.run(["ssl_ae", *args], capture_output=True, text=True, timeout=timeout)
+    "The console script where it is installed; else (a GPU machine that runs the repository without installing it) `python -m ssl_ae.cli`."
+    command = ["ssl_ae"] if shutil.which("ssl_ae") else [sys.executable, "-m", "ssl_ae.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_bench_augment_json():

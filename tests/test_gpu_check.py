@@ -1,0 +1,51 @@
+"""The GPU check's plumbing, on the CPU: the steps it runs, the environment it records, and the JSON it writes. (What
+the steps find can only be seen on a GPU; see tests/gpu_check.py.)"""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import gpu_check  # noqa: E402
+
+
+def test_the_check_runs_every_step_and_writes_its_figures(tmp_path, monkeypatch):
+    ran = []
+    def fake_run(self, name, cmd, limit, env=None):
+        ran.append((name, [str(c) for c in cmd], env or {}))
+        tail = 'FIGURES {"presets": []}' if name == "bench" else '{"knn_accuracy": 0.5}' if name == "evaluate" else ""
+        self.figures["steps"][name] = r = {"status": "passed", "seconds": 0.0, "tail": tail}
+        if name == "quick-start":
+            (tmp_path / "quickstart").mkdir(); (tmp_path / "quickstart" / "last.pt").write_bytes(b"")
+            (tmp_path / "quickstart" / "summary.json").write_text('{"probe_accuracy": 0.4}')
+        return r
+    monkeypatch.setattr(gpu_check.Check, "run", fake_run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert gpu_check.main(["--out", str(tmp_path)]) == 0
+    names = [n for n, _, _ in ran]
+    assert names == ["cuda-tests", "suite-on-cuda", "quick-start", "evaluate", "bench"]
+    suite = dict((n, (c, e)) for n, c, e in ran)["suite-on-cuda"]
+    assert suite[1] == {"SSL_AE_TEST_DEVICE": "cuda"} and "tests" in suite[0] and "--ignore=tests/test_wheel.py" in suite[0]
+    assert "--device" in dict((n, c) for n, c, _ in ran)["evaluate"] and "cuda" in dict((n, c) for n, c, _ in ran)["evaluate"]
+    figures = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert figures["environment"]["gpu"] == "a GPU" and "missing_extras" in figures["environment"]
+    assert figures["steps"]["quick-start"]["summary"]["probe_accuracy"] == 0.4 and figures["steps"]["bench"]["figures"] == {"presets": []}
+    assert figures["steps"]["evaluate"]["result"]["knn_accuracy"] == 0.5 and (tmp_path / "gpu_check.log").exists()
+    assert not (tmp_path / "quickstart" / "last.pt").exists()  # only the small files come back
+
+
+def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_a_spent_budget_skips_the_remaining_steps(tmp_path):
+    c = gpu_check.Check(tmp_path, budget=0)
+    r = c.run("anything", [sys.executable, "-c", "print(1)"], 10)
+    assert r["status"] == "skipped" and "budget" in r["why"]
+    r = gpu_check.Check(tmp_path, budget=60).run("echo", [sys.executable, "-c", "print('hello')"], 30)
+    assert r["status"] == "passed" and "hello" in r["tail"]
