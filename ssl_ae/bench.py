@@ -172,7 +172,7 @@ def bench_presets(device: str = "auto",
                  ) -> list[dict]:
     "Images per second of `Trainer.step` for each paper preset on `device`, beside the cost model's H200 figure and issue 19's H200 measurement."
     import tempfile
-    from ssl_ae.train import GPUS, H200_STEPS, Trainer, _step_seconds, paper_config, step_cost
+    from ssl_ae.train import GPUS, H200_STEPS, Trainer, _step_seconds, counted_cost, paper_config
     rows = []
     for method, dataset, measured in presets or H200_STEPS:
         cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
@@ -184,7 +184,7 @@ def bench_presets(device: str = "auto",
         sync(); start = time.perf_counter()
         for _ in range(steps): t.step(next(batches)[0])
         sync(); seconds = (time.perf_counter() - start) / steps
-        model = _step_seconds(step_cost(cfg), cfg.batch_size, GPUS["H200"])
+        model = _step_seconds(counted_cost(cfg), cfg.batch_size, GPUS["H200"])
         rows.append({"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size, "device": str(t.device),
                      "images_per_s": cfg.batch_size / seconds, "model_h200_images_per_s": cfg.batch_size / model,
                      "issue19_h200_images_per_s": measured})

@@ -36,7 +36,7 @@ __all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIO
            'CheckpointError', 'save_atomic', 'load_checkpoint', 'NonFiniteLossError', 'distributed_context',
            'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history',
            'train_or_resume', 'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config',
-           'colab_config', 'step_cost', 'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
+           'colab_config', 'step_cost', 'counted_cost', 'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -671,12 +671,19 @@ def _step_seconds(cost: dict, batch: int, gpu: dict) -> float:
     "Seconds of one training step of `batch` images: kernel launches plus arithmetic (chapter 05's model)."
     return cost["kernels_per_step"] * gpu["launch_us"] * 1e-6 + cost["step_flops_per_image"] * batch / (gpu["tflops"] * 1e12)
 
+def counted_cost(config: Config) -> dict:
+    "`step_cost` of `config`, counted once per process for each distinct model (`_cost_key`)."
+    c = config.resolved()
+    key = _cost_key(c)
+    if key not in _STEP_COSTS: _STEP_COSTS[key] = step_cost(c)
+    return _STEP_COSTS[key]
+
 def fit_step_model(measured=H200_STEPS) -> tuple[float, float]:
     "(R in TFLOP/s, c in µs per kernel) that best fit measured (method, data set, images/s) rows of paper presets, in log time."
     rows = []
     for method, dataset, images_per_s in measured:
         c = paper_config(method, dataset).resolved()
-        rows.append((step_cost(c), c.batch_size, c.batch_size / images_per_s))
+        rows.append((counted_cost(c), c.batch_size, c.batch_size / images_per_s))
     grid = [(r, us) for r in (10 ** (1.5 + i / 200) for i in range(300)) for us in (0.5 + j / 10 for j in range(400))]
     err = lambda r, us: sum((math.log(_step_seconds(k, b, {"tflops": r, "launch_us": us})) - math.log(t)) ** 2 for k, b, t in rows)
     return min(grid, key=lambda g: err(*g))
@@ -691,9 +698,7 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
         spec, seconds, memory = GPUS[gpu], 0.0, 0.0
         for c in configs:
             c = c.resolved()
-            key = _cost_key(c)
-            if key not in _STEP_COSTS: _STEP_COSTS[key] = step_cost(c)  # measured once per process for each distinct model
-            k = _STEP_COSTS[key]
+            k = counted_cost(c)
             n = min(TRAIN_IMAGES[c.dataset], c.limit or TRAIN_IMAGES[c.dataset])
             steps = c.epochs * (n // c.batch_size)
             probe = (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"] / (spec["tflops"] * 1e12)  # features for the probe, once
