@@ -109,7 +109,7 @@ def gaussian_nll(x: torch.Tensor, # targets (B, ...)
                 ) -> torch.Tensor:
     "−log N(x; mean, σ²) with σ = exp(logscale), summed over each sample's values, averaged over the batch."
     _check_pairs(x=x, mean=mean)
-    logscale = logscale.to(x.dtype) if torch.is_tensor(logscale) else torch.full((), float(logscale), dtype=x.dtype, device=x.device)  # a fill, not a copy from the host
+    logscale = logscale.to(x.device, x.dtype) if torch.is_tensor(logscale) else torch.full((), float(logscale), dtype=x.dtype, device=x.device)  # a fill, not a copy from the host
     nll = 0.5 * ((x - mean) * torch.exp(-logscale)) ** 2 + logscale + 0.5 * math.log(2 * math.pi)
     return nll.flatten(1).sum(1).mean()
 
