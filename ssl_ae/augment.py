@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 from .data import check_images, check_range
+from .fused import MAX_FUSED_SIZE, can_fuse, fused_view
 
 # %% auto #0
 __all__ = ['LUMA', 'JITTER_OPS', 'PRESETS', 'sample_crop_boxes', 'resized_crop', 'hflip', 'rgb_to_gray', 'adjust_brightness',
@@ -230,32 +231,53 @@ def boxes(self: Augment, n: int, height: int, width: int, generator=None, device
 
 # %% ../nbs/01_augment.ipynb #7576eb88
 @patch
-def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
-    B, _, H, W = check_images(x).shape
-    dev = x.device
-    x = x.float() / 255 if x.dtype == torch.uint8 else x
-    boxes = self.boxes(B, H, W, generator, dev)
-    u = _rand((B, 10), generator, dev)  # coin flips and parameters, one row per image
-    x = hflip(resized_crop(x, boxes, self.size), u[:, 0] < self.flip_p)
-    if self.jitter_p > 0:
-        b, c, s, h = self.jitter
-        ranges = ((max(0, 1 - b), 1 + b), (max(0, 1 - c), 1 + c), (max(0, 1 - s), 1 + s), (-h, h))  # Python numbers: no copy to the device
-        factors = torch.stack([_f32(lo) + _f32(_f32(hi) - _f32(lo)) * u[:, 2 + j] for j, (lo, hi) in enumerate(ranges)], 1)
-        x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, factors, u[:, 6:10].argsort(1))
-    if self.gray_p > 0: x = grayscale(x, _rand(B, generator, dev) < self.gray_p)
-    if self.blur_p > 0:
-        v = _rand((B, 2), generator, dev)
-        lo, hi = self.blur_sigma
-        x = _apply(x, v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel), lo + (hi - lo) * v[:, 1])
-    if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, _rand(B, generator, dev) < self.solarize_p)
-    return x, boxes
+def _jitter_ranges(self: Augment) -> tuple:
+    "(low, span) of the four jitter factors, rounded to float32 (`_f32`): Python numbers, so no copy to the device."
+    b, c, s, h = self.jitter
+    ranges = ((max(0, 1 - b), 1 + b), (max(0, 1 - c), 1 + c), (max(0, 1 - s), 1 + s), (-h, h))
+    return tuple((_f32(lo), _f32(_f32(hi) - _f32(lo))) for lo, hi in ranges)
 
 @patch
-def __call__(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None) -> Views:
-    "Two independent views of every image of `x`, with their crop boxes."
-    x1, box1 = self.view(x, generator)
-    x2, box2 = self.view(x, generator)
+def _draws(self: Augment, n: int, height: int, width: int, generator, device) -> tuple:
+    "Every random number of one view of n images, in a fixed order: crop boxes, ten per image, then grey, blur and solarise if used."
+    boxes = self.boxes(n, height, width, generator, device)
+    u = _rand((n, 10), generator, device)  # flip, jitter coin, four jitter factors, four keys of the jitter's order
+    gray_u = _rand(n, generator, device) if self.gray_p > 0 else None
+    blur_v = _rand((n, 2), generator, device) if self.blur_p > 0 else None
+    solarize_u = _rand(n, generator, device) if self.solarize_p > 0 else None
+    return boxes, u, gray_u, blur_v, solarize_u
+
+@patch
+def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None,
+         fused: bool | None = None, # one kernel per view (chapter 01a); None: wherever it runs on a CUDA GPU
+         memory_format=torch.contiguous_format, # of the views (the trainer asks for channels-last)
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
+    B, _, H, W = check_images(x).shape
+    boxes, u, gray_u, blur_v, solarize_u = self._draws(B, H, W, generator, x.device)
+    if fused is None: fused = x.device.type == "cuda" and can_fuse(x, self.size)
+    elif fused and not can_fuse(x, self.size):
+        raise ValueError(f"the fused kernel needs Triton, images on a CUDA GPU (or TRITON_INTERPRET=1 on the CPU) and views and images of at most "
+                         f"{MAX_FUSED_SIZE} pixels; got {x.device.type} images of {H}×{W} and views of {self.size}. Pass fused=None to pick the path.")
+    if fused: return fused_view(x, self, boxes, u, gray_u, blur_v, solarize_u, self._jitter_ranges(), memory_format), boxes
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    x = hflip(resized_crop(x, boxes, self.size), u[:, 0] < self.flip_p)
+    if self.jitter_p > 0:
+        factors = torch.stack([lo + span * u[:, 2 + j] for j, (lo, span) in enumerate(self._jitter_ranges())], 1)
+        x = _apply(x, u[:, 1] < self.jitter_p, color_jitter, factors, u[:, 6:10].argsort(1))
+    if self.gray_p > 0: x = grayscale(x, gray_u < self.gray_p)
+    if self.blur_p > 0:
+        lo, hi = self.blur_sigma
+        x = _apply(x, blur_v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel), lo + (hi - lo) * blur_v[:, 1])
+    if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, solarize_u < self.solarize_p)
+    return x.contiguous(memory_format=memory_format), boxes
+
+@patch
+def __call__(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None, fused: bool | None = None,
+             memory_format=torch.contiguous_format) -> Views:
+    "Two independent views of every image of `x`, with their crop boxes (`fused`, `memory_format`: as in `view`)."
+    x1, box1 = self.view(x, generator, fused, memory_format)
+    x2, box2 = self.view(x, generator, fused, memory_format)
     return Views(x1, x2, box1, box2)
 
 # %% ../nbs/01_augment.ipynb #7d50f866

@@ -14,7 +14,8 @@ from .augment import PRESETS, torchvision_equivalent
 from .data import load_dataset
 
 # %% auto #0
-__all__ = ['bench_augment', 'bench_step', 'bench_eval', 'bench_profile', 'bench_presets']
+__all__ = ['H200_BF16_TFLOPS', 'bench_augment', 'bench_step', 'bench_eval', 'bench_profile', 'bench_presets', 'bench_capture',
+           'bench_lightly']
 
 # %% ../nbs/08_bench.ipynb #c70830d1
 class _TwoViews(torch.utils.data.Dataset):
@@ -34,7 +35,8 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
                   preset: str = "simsiam_cifar", # which pipeline
                   device: str = "auto", # also time our pipeline on this GPU: "auto" (CUDA if present), "cuda", "cuda:N", or "cpu" (no GPU)
                  ) -> dict:
-    "Views per second of our batched pipeline (CPU, and GPU if present) and of torchvision's per-image pipeline in a DataLoader."
+    """Views per second of our batched pipeline on the CPU and of torchvision's per-image pipeline in a DataLoader; on a GPU
+    also the batched pipeline there, chapter 01a's one kernel per view, and that kernel replayed as a CUDA graph."""
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     from ssl_ae.train import resolve_device
     gpu_device = resolve_device(device) if device != "auto" else (torch.device("cuda") if torch.cuda.is_available() else None)
@@ -61,9 +63,24 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
     result["speedup"] = result["ours_views_per_s"] / result["torchvision_views_per_s"]
     result["gpu_views_per_s"] = None
     if gpu_device is not None:
-        gpu = [b.to(gpu_device) for b in batches]
-        result["gpu_views_per_s"] = _views_per_second(ours(gpu), images, ours(gpu[:2]), torch.cuda.synchronize)
-        result["gpu"] = torch.cuda.get_device_name()
+        from ssl_ae.fused import can_fuse
+        from ssl_ae.graphs import CapturedStep
+        gpu, g = [b.to(gpu_device) for b in batches], torch.Generator(gpu_device).manual_seed(0)
+        def on_gpu(data, **kw):
+            def run():
+                for b in data: aug(b, g, **kw)
+            return run
+        sync = torch.cuda.synchronize
+        result["gpu_batched_views_per_s"] = _views_per_second(on_gpu(gpu, fused=False), images, on_gpu(gpu[:2], fused=False), sync)
+        result["fused"] = can_fuse(gpu[0], aug.size)
+        result["gpu_views_per_s"] = _views_per_second(on_gpu(gpu), images, on_gpu(gpu[:2]), sync)  # the kernel of chapter 01a where it can run
+        captured = CapturedStep(lambda b: aug(b, g), [g])  # both views as one CUDA graph (chapter 05a), as inside a captured training step
+        def replay(data):
+            def run():
+                for b in data: captured(b)
+            return run
+        result["gpu_captured_views_per_s"] = _views_per_second(replay(gpu), images, replay([gpu[0]] * 5), sync)
+        result["gpu"] = torch.cuda.get_device_name(gpu_device)
     return result
 
 # %% ../nbs/08_bench.ipynb #63296c6b
@@ -189,3 +206,109 @@ def bench_presets(device: str = "auto",
                      "images_per_s": cfg.batch_size / seconds, "model_h200_images_per_s": cfg.batch_size / model,
                      "issue19_h200_images_per_s": measured})
     return rows
+
+# %% ../nbs/08_bench.ipynb #482b2430
+H200_BF16_TFLOPS = 790 # an 8192³ bf16 matrix product on one H200, measured in issue 23: the arithmetic bound of a step
+
+def _time_steps(trainer, batches, warmup: int, steps: int) -> float:
+    "Seconds per `Trainer.step` over `steps` steps after `warmup` steps (on a GPU: synchronised around the timed ones)."
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup): trainer.step(next(batches)[0])
+    sync(); start = time.perf_counter()
+    for _ in range(steps): trainer.step(next(batches)[0])
+    sync()
+    return (time.perf_counter() - start) / steps
+
+def bench_capture(device: str = "auto",
+                  presets=None, # (method, data set, images/s) rows; default: chapter 05's `H200_STEPS`
+                  steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps (the captured step records at the fourth)
+                  batch_size: int | None = None, # None: each preset's own batch
+                  quick_start: bool = True, # also time the README's quick start, eager and captured
+                 ) -> dict:
+    "Images per second of each paper preset's `Trainer.step`, eager (`compile='off'`) and as chosen by `compile='auto'` (a CUDA graph on a GPU), beside the arithmetic bound."
+    import tempfile
+    from ssl_ae.cli import QUICKSTART
+    from ssl_ae.train import H200_STEPS, Config, Trainer, counted_cost, paper_config
+    rows = []
+    for method, dataset, _ in presets or H200_STEPS:
+        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
+        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+        row = {"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size}
+        for name, mode in (("eager", "off"), ("auto", "auto")):
+            t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
+            row[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
+            row["device"], row["mode"] = str(t.device), t.mode
+            if t._graph is not None: row["capture_seconds"] = t._graph.capture_seconds
+            del t
+        row["speedup"] = row["auto_images_per_s"] / row["eager_images_per_s"]
+        row["h200_arithmetic_bound_images_per_s"] = H200_BF16_TFLOPS * 1e12 / counted_cost(cfg)["step_flops_per_image"]
+        row["fraction_of_bound"] = row["auto_images_per_s"] / row["h200_arithmetic_bound_images_per_s"]
+        rows.append(row)
+    result = {"presets": rows}
+    if quick_start:  # the README's main job: the quick-start recipe on the toy images, training only
+        q = {}
+        for name, mode in (("eager", "off"), ("auto", "auto")):
+            t = Trainer(Config(method="sidae", dataset="toy", device=device, knn_every=0, compile=mode, out=tempfile.mkdtemp(), **QUICKSTART), progress=False)
+            start = time.perf_counter(); t.fit()
+            if t.device.type == "cuda": torch.cuda.synchronize()
+            q[f"{name}_train_s"], q["mode"], q["steps"] = time.perf_counter() - start, t.mode, len(t.loader) * t.config.epochs
+        result["quick_start"] = q
+    return result
+
+
+# %% ../nbs/08_bench.ipynb #62c68f0a
+def bench_lightly(device: str = "auto",
+                  steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps
+                  batch_size: int | None = None, # None: SimSiam's CIFAR-10 preset (512)
+                  workers: int | None = None, # lightly's DataLoader workers (None: every CPU core)
+                 ) -> dict:
+    """Images per second of SimSiam's CIFAR-10 step: ssl_ae's `Trainer` against lightly's SimSiam heads and loss fed by
+    torchvision's per-image pipeline in DataLoader workers, with the same backbone, bf16 and channels-last on a GPU."""
+    import os, tempfile
+    from lightly.loss import NegativeCosineSimilarity
+    from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
+    from ssl_ae.methods import build_method
+    from ssl_ae.train import Trainer, amp_dtype, paper_config
+    cfg = paper_config("simsiam", "cifar10", device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
+    images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, 32, 32), dtype=torch.uint8)
+    result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options}
+    for name, mode in (("ours_eager", "off"), ("ours", "auto")):
+        t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
+        result[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
+        result["device"], result["mode"] = str(t.device), t.mode
+    dev, o = t.device, cfg.options
+    del t
+    torch.manual_seed(cfg.seed)
+    backbone = build_method("simsiam", backbone=cfg.backbone).backbone
+    hidden = o.get("hidden") or o["dim"]  # the same head sizes as ours: projector 512 → hidden → dim, predictor dim → dim/4 → dim
+    projector = SimSiamProjectionHead(backbone.out_dim, hidden, o["dim"])
+    predictor = SimSiamPredictionHead(o["dim"], o["dim"] // 4, o["dim"])
+    model = torch.nn.ModuleDict({"backbone": backbone, "projector": projector, "predictor": predictor}).to(dev)
+    cl = dev.type in ("cuda", "cpu") and cfg.channels_last
+    if cl: model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    criterion, dtype = NegativeCosineSimilarity(), amp_dtype(dev, cfg.amp)
+    workers = os.cpu_count() if workers is None else workers
+    loader = torch.utils.data.DataLoader(_TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])), batch_size=cfg.batch_size,
+                                         shuffle=True, drop_last=True, num_workers=workers, pin_memory=dev.type == "cuda",
+                                         persistent_workers=workers > 0)
+    def lightly_step(x0, x1):
+        x0, x1 = x0.to(dev, non_blocking=True), x1.to(dev, non_blocking=True)
+        if cl: x0, x1 = x0.contiguous(memory_format=torch.channels_last), x1.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            z0, z1 = projector(backbone(x0)), projector(backbone(x1))
+            loss = 0.5 * (criterion(predictor(z0), z1.detach()) + criterion(predictor(z1), z0.detach()))
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    batches = iter(loader)
+    for _ in range(warmup): lightly_step(*next(batches))
+    sync(); start = time.perf_counter()
+    for _ in range(steps): lightly_step(*next(batches))
+    sync()
+    result["lightly_images_per_s"] = cfg.batch_size * steps / (time.perf_counter() - start)
+    result["lightly_workers"] = workers
+    result["speedup"] = result["ours_images_per_s"] / result["lightly_images_per_s"]
+    import lightly
+    result["lightly_version"] = lightly.__version__
+    return result
+

@@ -121,7 +121,10 @@ def _bench_augment(args) -> int:
     rows = [(f"ours: batched, CPU, {r['threads']} threads", f"{r['ours_views_per_s']:,.0f} views/s"),
             (f"torchvision v2 per image, {r['workers']} DataLoader workers", f"{r['torchvision_views_per_s']:,.0f} views/s"),
             ("speed-up", f"{r['speedup']:.1f}x")]
-    if r["gpu_views_per_s"] is not None: rows.append((f"ours: batched, {r['gpu']}", f"{r['gpu_views_per_s']:,.0f} views/s"))
+    if r["gpu_views_per_s"] is not None:
+        rows += [(f"ours: batched, {r['gpu']}", f"{r['gpu_batched_views_per_s']:,.0f} views/s"),
+                 (f"ours: {'one kernel per view' if r['fused'] else 'batched (no kernel for this size)'}, {r['gpu']}", f"{r['gpu_views_per_s']:,.0f} views/s"),
+                 (f"ours: the same as one CUDA graph, {r['gpu']}", f"{r['gpu_captured_views_per_s']:,.0f} views/s")]
     return _report(r, rows, args.json, f"augmentation throughput, preset {r['preset']}, {r['images']:,} images of 32x32, batch {r['batch_size']}")
 
 def _bench_step(args) -> int:
@@ -142,6 +145,26 @@ def _bench_profile(args) -> int:
     if r["one_thread_step_s"]: rows.append(("step with one thread", f"{r['one_thread_step_s'] / r['step_s']:.2f}x"))
     rows.append(("one probe (5,000 digits, 2 fractions)", f"{r['probe_s']:.1f} s"))
     return _report(r, rows, args.json, f"{r['method']} training step on the cpu recipe, batch {r['batch_size']}, {r['device']}, {r['threads']} threads, median of {r['steps']}")
+
+def _bench_capture(args) -> int:
+    from ssl_ae.bench import bench_capture
+    r = bench_capture(device=args.device, steps=args.steps)
+    rows = [(p["preset"], f"{p['eager_images_per_s']:,.0f} → {p['auto_images_per_s']:,.0f} images/s ({p['speedup']:.1f}x, {p['fraction_of_bound']:.0%} of the bound)")
+            for p in r["presets"]]
+    q = r.get("quick_start")
+    if q: rows.append(("quick start, training", f"{q['eager_train_s']:.1f} s → {q['auto_train_s']:.1f} s"))
+    mode = r["presets"][0]["mode"] if r["presets"] else "eager"
+    return _report(r, rows, args.json, f"paper presets, eager → compile=auto ({mode}), {r['presets'][0]['device'] if r['presets'] else args.device}, {args.steps} steps each")
+
+def _bench_lightly(args) -> int:
+    try: from lightly.models.modules import SimSiamProjectionHead  # noqa: F401
+    except ImportError: raise SystemExit("error: ssl_ae bench lightly needs lightly: pip install lightly") from None
+    from ssl_ae.bench import bench_lightly
+    r = bench_lightly(device=args.device, steps=args.steps, workers=args.workers)
+    rows = [("ssl_ae, eager", f"{r['ours_eager_images_per_s']:,.0f} images/s"), (f"ssl_ae, compile=auto ({r['mode']})", f"{r['ours_images_per_s']:,.0f} images/s"),
+            (f"lightly {r['lightly_version']}, {r['lightly_workers']} DataLoader workers", f"{r['lightly_images_per_s']:,.0f} images/s"),
+            ("speed-up over lightly", f"{r['speedup']:.1f}x")]
+    return _report(r, rows, args.json, f"SimSiam's CIFAR-10 step, {r['backbone']}, batch {r['batch_size']}, {r['device']}")
 
 def _bench_eval(args) -> int:
     from ssl_ae.bench import bench_eval
@@ -208,7 +231,9 @@ def _add_pretrain(sub):
                      help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on the CPU), "
                           "bf16 or fp16 (forced, the CPU too), off (default: auto)")
     pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
-    pre.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start, faster steps)")
+    pre.add_argument("--compile", nargs="?", const="default", default="auto", choices=["auto", "graphs", "default", "off"],
+                     help="how a step runs: auto (the whole step as one CUDA graph on one GPU, else eager), graphs, default (torch.compile; "
+                          "also plain --compile) or off (eager) (default: auto)")
     pre.add_argument("--knn-every", type=int, default=None, help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
     pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")
     pre.add_argument("--checkpoint-minutes", type=float, default=0, help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
@@ -254,7 +279,7 @@ def _add_export(sub):
 
 # %% ../nbs/09_cli.ipynb #5535b4d6
 def _add_bench(sub):
-    "The `bench` command and its four benchmarks."
+    "The `bench` command and its six benchmarks."
     bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
                            description="Speed benchmarks; each compares two ways of doing the same work in one run.")
     what = bench.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
@@ -289,8 +314,20 @@ def _add_bench(sub):
     prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
     prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
     prof.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    for b in (aug, step, evb, prof): b.add_argument("--json", action="store_true", help="print one JSON object")
+    cap = what.add_parser("capture", help="images per second of each paper preset: eager vs the whole step as one CUDA graph",
+                          description="Each paper preset's training step, eagerly and as compile=auto runs it (one CUDA graph on a GPU), "
+                                      "beside the bound that its FLOPs set at 790 TFLOP/s; and the quick start's training time.")
+    cap.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
+    cap.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    lig = what.add_parser("lightly", help="SimSiam's CIFAR-10 step: ssl_ae vs lightly with heads of the same sizes",
+                          description="SimSiam's CIFAR-10 step in ssl_ae against lightly's heads and loss fed by torchvision's per-image "
+                                      "transforms in DataLoader workers; the same backbone, batch, optimiser, precision and layout.")
+    lig.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
+    lig.add_argument("--workers", type=int, default=None, help="lightly's DataLoader workers (default: every CPU core)")
+    lig.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    for b in (aug, step, evb, prof, cap, lig): b.add_argument("--json", action="store_true", help="print one JSON object")
     aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval); prof.set_defaults(run=_bench_profile)
+    cap.set_defaults(run=_bench_capture); lig.set_defaults(run=_bench_lightly)
 
 
 # %% ../nbs/09_cli.ipynb #65aa43cc

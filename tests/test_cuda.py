@@ -5,7 +5,8 @@
 One epoch of SidAE (the paper's ResNet-18) on CIFAR-10-format files with mixed precision, with and without
 torch.compile; no host synchronisation inside a training step, for SidAE's paper preset and for every method with every
 augmentation and optimiser of its papers; resuming after an interruption; data, features and the kNN vote on the
-device; and the bench figures, printed for the notebooks. tests/gpu_check.py runs this file first."""
+device; the step captured as a CUDA graph (chapter 05a) for every method, and learning as the eager one; and the bench
+figures, printed for the notebooks. tests/gpu_check.py runs this file first."""
 import dataclasses
 import os
 import signal
@@ -35,7 +36,7 @@ def sidae(root, out, **kw):
                             knn_every=1, out=str(out)), **kw})  # otherwise the paper's settings (ResNet-18, SGD, cosine)
 
 
-@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("compile", ["off", "default", "graphs"])
 def test_one_epoch_of_sidae_with_amp(cifar, tmp_path, compile):
     t = Trainer(sidae(cifar, tmp_path, compile=compile), progress=False)
     major = torch.cuda.get_device_capability()[0]
@@ -49,12 +50,15 @@ def test_one_epoch_of_sidae_with_amp(cifar, tmp_path, compile):
     print(f"\n{torch.cuda.get_device_name()}, compile={compile}: {row['images_per_s']:.0f} images/s, {row['seconds']:.1f} s per epoch")
 
 
-def test_a_training_step_never_waits_for_the_gpu(cifar, tmp_path):
-    "SidAE's paper preset (ResNet-18, SGD, bf16/fp16 autocast): three steps after a warm-up step in torch's sync-debug 'error' mode."
-    t = Trainer(sidae(cifar, tmp_path), progress=False)
+@pytest.mark.parametrize("compile", ["off", "graphs"])
+def test_a_training_step_never_waits_for_the_gpu(cifar, tmp_path, compile):
+    """SidAE's paper preset (ResNet-18, SGD, bf16/fp16 autocast), eager and captured: three steps in torch's sync-debug
+    'error' mode after the warm-up (one step eagerly; with graphs, three eager steps and the recording, which
+    synchronises once by design)."""
+    t = Trainer(sidae(cifar, tmp_path, compile=compile), progress=False)
     batches = iter(t.loader)
-    xb, _ = next(batches)
-    t.step(xb)  # warm-up (cuDNN picks its algorithms, the scaler's first step)
+    for _ in range(1 if compile == "off" else 4): t.step(next(batches)[0])
+    assert (t._graph is not None and t._graph.replay is not None) == (compile == "graphs")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -65,21 +69,34 @@ def test_a_training_step_never_waits_for_the_gpu(cifar, tmp_path):
 
 @pytest.mark.parametrize("method,augment,optimizer", _presets())
 def test_no_family_waits_for_the_gpu(method, augment, optimizer, tmp_path):
-    "Every method with every augmentation and optimiser its papers use (the set tests/test_devices.py checks on a simulated GPU), on the real one."
+    "Every method with every augmentation and optimiser its papers use (the set tests/test_devices.py checks on a simulated GPU), captured, on the real GPU: two replays in sync-debug 'error' mode."
     options = {"dim": 32, **({"hidden": 32, "projector_layers": 2} if method in ("sidae", "simsiam", "dae", "simsiam_gs") else {})}
-    t = Trainer(Config(method=method, augment=augment, optimizer=optimizer, backbone="small", limit=256, batch_size=64, epochs=1,
+    t = Trainer(Config(method=method, augment=augment, optimizer=optimizer, backbone="small", limit=384, batch_size=64, epochs=1,
                        options={} if method == "supervised" else options, device="cuda", out=str(tmp_path)), progress=False)
+    assert t.mode == "graphs"
     batches = iter(t.loader)
-    xb, yb = next(batches)
-    t.step(xb, yb)
+    for _ in range(4):  # three eager steps, then the recording
+        xb, yb = next(batches)
+        t.step(xb, yb if t.method.uses_labels else None)
+    assert t._graph.replay is not None
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2):
             xb, yb = next(batches)
-            t.step(xb, yb if t.method.uses_labels else None)
+            out = t.step(xb, yb if t.method.uses_labels else None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out.loss).item()
+
+
+def test_a_captured_run_learns_as_the_eager_one(cifar, tmp_path):
+    "The same seed, eager and captured: one epoch of SidAE's preset ends at nearly the same loss (cuDNN is not bit-reproducible)."
+    rows = {}
+    for compile in ("off", "graphs"):
+        t = Trainer(sidae(cifar, tmp_path / compile, compile=compile, knn_every=0), progress=False)
+        rows[compile] = t.fit()[-1]["loss"]
+    assert abs(rows["off"] - rows["graphs"]) < 0.05 * abs(rows["off"]) + 1e-3, rows
 
 
 def test_features_and_knn_stay_on_the_gpu(cifar, tmp_path):
@@ -117,5 +134,7 @@ def test_bench_figures():
     step = bench_step(backbone="resnet18_cifar", batch_size=256, steps=10, device="cuda")
     aug = bench_augment(images=16_384, batch_size=512, device="cuda")
     print(f"\n{torch.cuda.get_device_name()}: Trainer.step {step['trainer_s_per_step'] * 1e3:.1f} ms "
-          f"(ratio to a minimal step {step['ratio']:.3f}); augmentation {aug['gpu_views_per_s']:,.0f} views/s")
+          f"(ratio to a minimal step {step['ratio']:.3f}); augmentation {aug['gpu_views_per_s']:,.0f} views/s, "
+          f"{aug['gpu_captured_views_per_s']:,.0f} as a CUDA graph")
+    assert aug["fused"] and aug["gpu_captured_views_per_s"] > aug["gpu_batched_views_per_s"]
     assert step["ratio"] < 1.25 and aug["gpu_views_per_s"] > aug["ours_views_per_s"]

@@ -6,8 +6,9 @@
 2. The whole jobs — the quick start, `ssl_ae evaluate`, folder data, `Study`, the supervised baseline — run with
    `device="cuda"`.
 3. A training step never makes the host wait, for every method with every augmentation and optimiser its papers use,
-   under bf16 and under fp16 with the grad scaler (a T4). Before issue 19 the colour jitter, the hue rotation, White's
-   crops, NT-Xent's partner indices and the graded-similarity checks all did.
+   under bf16 and under fp16 with the grad scaler (a T4), eagerly and captured as a CUDA graph (the simulated capture
+   of `simcuda`, chapter 05a). Before issue 19 the colour jitter, the hue rotation, White's crops, NT-Xent's partner
+   indices and the graded-similarity checks all did.
 
 What this cannot show (kernels, numerics, speed, cuDNN, torch.compile on a GPU) is left to `tests/test_cuda.py`
 and `tests/gpu_check.py` on a real GPU."""
@@ -178,13 +179,13 @@ def _presets():
 
 @pytest.mark.parametrize("capability", [(8, 0), (7, 5)], ids=["bf16", "fp16-scaler"])
 def test_a_training_step_never_waits_for_the_host(capability, tmp_path):
-    "Two steps after a warm-up step (optimiser state, the scaler's first step), in torch's sync-debug 'error' mode: bf16 for every method and augmentation, fp16 with the grad scaler for each optimiser."
+    "Four steps after a first one, in torch's sync-debug 'error' mode: two eager warm-up steps, the step recorded as a CUDA graph and a replay; bf16 for every method and augmentation, fp16 with the grad scaler for each optimiser."
     presets = _presets()
     assert {m for m, _, _ in presets} == set(METHODS) and any(a == "white" for _, a, _ in presets)
     if capability[0] < 8: presets = [next(p for p in presets if p[2] == opt) for opt in ("sgd", "adam")]  # the scaler is the trainer's, not the method's
     for method, augment, optimizer in presets:
         options = {"dim": 32, **({"hidden": 32, "projector_layers": 2} if method in ("sidae", "simsiam", "dae", "simsiam_gs") else {})}
-        cfg = Config(method=method, augment=augment, optimizer=optimizer, backbone="small", limit=32, batch_size=8, epochs=1,
+        cfg = Config(method=method, augment=augment, optimizer=optimizer, backbone="small", limit=48, batch_size=8, epochs=1,
                      options={} if method == "supervised" else options, device="cuda", out=str(tmp_path / method))
         with simulated_cuda(capability):
             t = Trainer(cfg, progress=False)
@@ -193,9 +194,10 @@ def test_a_training_step_never_waits_for_the_host(capability, tmp_path):
             xb, yb = next(batches)
             t.step(xb, yb)
             torch.cuda.set_sync_debug_mode("error")
-            try:
-                for _ in range(2):
+            try:  # steps 2 and 3 warm up eagerly, step 4 is recorded as a CUDA graph and replayed, step 5 replays (chapter 05a)
+                for _ in range(4):
                     xb, yb = next(batches)
-                    t.step(xb, yb if t.method.uses_labels else None)
+                    out = t.step(xb, yb if t.method.uses_labels else None)
             except RuntimeError as e: pytest.fail(f"{method} with {augment} and {optimizer} ({t.amp_dtype}): {e}")
             finally: torch.cuda.set_sync_debug_mode("default")
+            assert t.mode == "graphs" and t._graph.replay is not None and t._graph.out is out, f"{method}: the step was not captured"
