@@ -227,8 +227,7 @@ def bench_capture(device: str = "auto",
                  ) -> dict:
     "Images per second of each paper preset's `Trainer.step`, eager (`compile='off'`) and as chosen by `compile='auto'` (a CUDA graph on a GPU), beside the arithmetic bound."
     import tempfile
-    from ssl_ae.cli import QUICKSTART
-    from ssl_ae.train import H200_STEPS, Config, Trainer, counted_cost, paper_config
+    from ssl_ae.train import H200_STEPS, Trainer, counted_cost, paper_config, quick_config
     rows = []
     for method, dataset, _ in presets or H200_STEPS:
         cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
@@ -248,7 +247,7 @@ def bench_capture(device: str = "auto",
     if quick_start:  # the README's main job: the quick-start recipe on the toy images, training only
         q = {}
         for name, mode in (("eager", "off"), ("auto", "auto")):
-            t = Trainer(Config(method="sidae", dataset="toy", device=device, knn_every=0, compile=mode, out=tempfile.mkdtemp(), **QUICKSTART), progress=False)
+            t = Trainer(quick_config("sidae", limit=None, device=device, knn_every=0, compile=mode, out=tempfile.mkdtemp()), progress=False)
             start = time.perf_counter(); t.fit()
             if t.device.type == "cuda": torch.cuda.synchronize()
             q[f"{name}_train_s"], q["mode"], q["steps"] = time.perf_counter() - start, t.mode, len(t.loader) * t.config.epochs

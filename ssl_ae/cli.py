@@ -11,11 +11,17 @@ import sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['QUICKSTART', 'config_from_args', 'parser', 'main']
+__all__ = ['config_from_args', 'parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #8fabe959
-QUICKSTART = dict(backbone="small", epochs=8, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
-                  augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})
+def __getattr__(name):
+    "`QUICKSTART`, this module's copy of the quick recipe until issue 20, kept for one release with a deprecation warning."
+    if name != "QUICKSTART": raise AttributeError(f"module 'ssl_ae.cli' has no attribute {name!r}")
+    import warnings
+    from ssl_ae.train import QUICK_OPTIONS, QUICK_RECIPE
+    warnings.warn("ssl_ae.cli.QUICKSTART is deprecated and will be removed: the quick start's recipe is train.QUICK_RECIPE "
+                  "(on every toy image), and train.quick_config('sidae', limit=None) its Config.", DeprecationWarning, stacklevel=2)
+    return {**{k: v for k, v in QUICK_RECIPE.items() if k not in ("dataset", "limit", "warmup_epochs")}, "options": {"w": 0.5, **QUICK_OPTIONS["sidae"]}}
 
 # %% ../nbs/09_cli.ipynb #0d0dcac3
 _OPTION_FLAGS = {  # flag -> (method option, type, help)
@@ -40,11 +46,11 @@ def config_from_args(args):
     for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "augment"):
         if getattr(args, name) is not None: fields[name] = getattr(args, name)
     options = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
-    if args.dataset == "toy":  # unset flags take the quick-start recipe
-        for k, v in QUICKSTART.items():
-            if k == "options":
-                if fields["method"] == "sidae": options = {**v, **options}
-            elif k not in fields: fields[k] = v
+    if args.dataset == "toy":  # unset flags take chapter 05's quick recipe (every toy image: `limit` is the flag's)
+        from ssl_ae.train import QUICK_OPTIONS, QUICK_RECIPE
+        for k, v in QUICK_RECIPE.items():
+            if k not in fields: fields[k] = v
+        options = {**QUICK_OPTIONS.get(fields["method"], {}), **options}
     fields["knn_every"] = args.knn_every if args.knn_every is not None else (5 if args.dataset == "toy" else 10)
     return Config(**fields, options=options)
 

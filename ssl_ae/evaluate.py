@@ -19,15 +19,15 @@ from torch import nn
 
 from .augment import PRESETS, Views
 from .data import DeviceLoader, check_images, label_subset, load_dataset
-from .methods import build_method, channel_stats
+from .methods import channel_stats
 from .papers import PROTOCOLS, Protocol, protocol as _protocol
-from .train import Config, Trainer, eval_mode, extract_features, knn_accuracy, load_checkpoint, plot_history, save_atomic
+from .train import Config, Trainer, eval_mode, extract_features, knn_accuracy, load_checkpoint, method_of, plot_history, save_atomic
 
 # %% auto #0
 __all__ = ['recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'probe_table', 'augmented_probe', 'probe_images',
-           'probe_method', 'markdown_table', 'fine_tune', 'supervised_baseline', 'kmeans_inertia', 'view_similarity',
-           'retrieval', 'load_method', 'accuracy_curve', 'seeded_views', 'reconstruct_views', 'plot_reconstructions',
-           'random_init', 'pretrain_and_evaluate', 'export_backbone']
+           'markdown_table', 'fine_tune', 'supervised_baseline', 'kmeans_inertia', 'view_similarity', 'retrieval',
+           'load_method', 'accuracy_curve', 'seeded_views', 'reconstruct_views', 'plot_reconstructions', 'random_init',
+           'pretrain_and_evaluate', 'export_backbone']
 
 # %% ../nbs/06_evaluate.ipynb #d986b608
 @torch.no_grad()
@@ -147,15 +147,17 @@ def probe_images(method: nn.Module, train_images, train_labels, test_images, tes
         table[frac] = mean_se(augmented_probe(method, train_images[idx], train_labels[idx], test_images, test_labels, p, seed) for seed in seeds)
     return table
 
-def probe_method(method: nn.Module, # a trained method
-                 dataset: str = "toy", data: str = "data", # the labelled data set to probe on (train split fits, test split scores)
-                 fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "package",
-                 limit: int | None = None, # use only the first `limit` training images
-                 subset_seed: int = 0) -> dict:
-    "`probe_images` on the train and test splits of `dataset`: {fraction: (mean accuracy, standard error)}."
-    xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
-    if limit: xtr, ytr = xtr[:limit], ytr[:limit]
-    return probe_images(method, xtr, ytr, xte, yte, fractions, seeds, protocol, subset_seed)
+def __getattr__(name):
+    "`probe_method`, which nothing used, kept for one release with a deprecation warning."
+    if name != "probe_method": raise AttributeError(f"module 'ssl_ae.evaluate' has no attribute {name!r}")
+    import warnings
+    warnings.warn("ssl_ae.evaluate.probe_method is deprecated and will be removed: call probe_images on the train and test splits "
+                  "of load_dataset.", DeprecationWarning, stacklevel=2)
+    def probe_method(method, dataset="toy", data="data", fractions=(1.0,), seeds=(0,), protocol="package", limit=None, subset_seed=0):
+        xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
+        if limit: xtr, ytr = xtr[:limit], ytr[:limit]
+        return probe_images(method, xtr, ytr, xte, yte, fractions, seeds, protocol, subset_seed)
+    return probe_method
 
 def markdown_table(rows: list[dict], # one dict per row; the first row's keys are the columns
                    digits: int = 1) -> str:
@@ -258,8 +260,7 @@ def load_method(path: str | Path, device="cpu") -> nn.Module:
     cfg = Config(**ckpt["config"]).resolved()
     state = ckpt["model"]
     mean = tuple(state["normalize.mean"].flatten().tolist()); std = tuple(state["normalize.std"].flatten().tolist())
-    extra = {"n_classes": state["classifier.weight"].shape[0]} if cfg.method == "supervised" else {}
-    method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra)
+    method = method_of(cfg, mean, std, n_classes=state["classifier.weight"].shape[0] if "classifier.weight" in state else None)
     try: method.load_state_dict(state)
     except RuntimeError as e:
         from ssl_ae.train import CheckpointError
@@ -317,8 +318,7 @@ def random_init(config: Config, images: torch.Tensor, labels: torch.Tensor) -> n
     cfg = config.resolved()
     mean, std = channel_stats(images)
     torch.manual_seed(cfg.seed)
-    extra = {"n_classes": int(labels.max()) + 1} if cfg.method == "supervised" else {}
-    return build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra)
+    return method_of(cfg, mean, std, n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None)
 
 # %% ../nbs/06_evaluate.ipynb #793550cf
 def _labelled_splits(trainer: Trainer):

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from .data import check_range
 
 # %% auto #0
-__all__ = ['EMBEDDING_KINDS', 'negative_cosine', 'simsiam_loss', 'dae_loss', 'sidae_loss', 'embedding_loss', 'dae_embedding_loss',
-           'nt_xent', 'gaussian_nll', 'kl_standard_normal', 'vae_loss', 'ioa', 'iou', 'graded_similarity', 'd_gs',
-           'simsiam_gs_loss', 'simclr_gs_loss']
+__all__ = ['EMBEDDING_KINDS', 'negative_cosine', 'simsiam_loss', 'dae_loss', 'sidae_total', 'sidae_loss', 'embedding_loss',
+           'dae_embedding_loss', 'dae_embedding_total', 'nt_xent', 'gaussian_nll', 'kl_standard_normal', 'vae_loss',
+           'vae_total', 'ioa', 'iou', 'graded_similarity', 'd_gs', 'simsiam_gs_loss', 'simclr_gs_loss']
 
 # %% ../nbs/03_losses.ipynb #ad352fd1
 def _check_pairs(**tensors):
@@ -51,12 +51,23 @@ def dae_loss(x: torch.Tensor, # clean images (B, C, H, W): the target
     _check_pairs(x=x, r1=r1, r2=r2)
     return 0.5 * F.mse_loss(r1, x) + 0.5 * F.mse_loss(r2, x)
 
+def sidae_total(dae: torch.Tensor | None, simsiam: torch.Tensor | None, # the two parts; None where there is no head for it
+                w: float, # weight of the denoising part, in [0, 1]
+               ) -> torch.Tensor:
+    "SidAE's objective from its parts, w · dae + (1 − w) · simsiam; a part may be missing (None) where its weight is 0."
+    check_range("w", w, 0, 1)
+    if (dae is None and w > 0) or (simsiam is None and w < 1) or (dae is None and simsiam is None):
+        raise ValueError(f"a part with a non-zero weight is missing: dae {'missing' if dae is None else 'given'} (weight {w}), "
+                         f"simsiam {'missing' if simsiam is None else 'given'} (weight {1 - w}).")
+    if dae is None: return (1 - w) * simsiam
+    if simsiam is None: return w * dae
+    return w * dae + (1 - w) * simsiam
+
 def sidae_loss(x, r1, r2, p1, p2, z1, z2,
                w: float, # weight of the denoising part, in [0, 1]
               ) -> torch.Tensor:
-    "SidAE: w · dae_loss(x, r1, r2) + (1 − w) · simsiam_loss(p1, p2, z1, z2)."
-    check_range("w", w, 0, 1)
-    return w * dae_loss(x, r1, r2) + (1 - w) * simsiam_loss(p1, p2, z1, z2)
+    "SidAE: w · dae_loss(x, r1, r2) + (1 − w) · simsiam_loss(p1, p2, z1, z2); the decoder's or the predictor's outputs may be None where their weight is 0."
+    return sidae_total(None if r1 is None else dae_loss(x, r1, r2), None if p1 is None else simsiam_loss(p1, p2, z1, z2), w)
 
 # %% ../nbs/03_losses.ipynb #78240377
 EMBEDDING_KINDS = ("l1", "l2", "ncs")
@@ -81,7 +92,15 @@ def dae_embedding_loss(x: torch.Tensor | tuple[torch.Tensor, torch.Tensor], # cl
     if float(alpha) < 0: raise ValueError(f"alpha must be >= 0; got {alpha}.")
     t1, t2 = x if isinstance(x, (tuple, list)) else (x, x)
     _check_pairs(t1=t1, t2=t2, r1=r1, r2=r2)
-    return F.mse_loss(r1, t1) + F.mse_loss(r2, t2) + alpha / z1.shape[-1] * embedding_loss(z1, z2, kind)
+    return dae_embedding_total(F.mse_loss(r1, t1) + F.mse_loss(r2, t2), embedding_loss(z1, z2, kind), alpha, z1.shape[-1])
+
+def dae_embedding_total(reconstruction: torch.Tensor, embedding: torch.Tensor, # the two parts
+                        alpha: float, # weight of the embedding loss, ≥ 0
+                        d: int, # the embeddings' dimension
+                       ) -> torch.Tensor:
+    "White's objective from its parts: reconstruction + (alpha / d) · embedding."
+    if float(alpha) < 0: raise ValueError(f"alpha must be >= 0; got {alpha}.")
+    return reconstruction + alpha / d * embedding
 
 # %% ../nbs/03_losses.ipynb #dc29f136
 def _cosine_logits(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -128,8 +147,14 @@ def vae_loss(x: torch.Tensor, # the target: clean images (B, C, H, W)
             ) -> torch.Tensor:
     "Negative β-ELBO: gaussian_nll(x, mean, logscale) + beta · kl_standard_normal(mu, logvar)."
     if float(beta) < 0: raise ValueError(f"beta must be >= 0; got {beta}.")
-    nll = gaussian_nll(x, mean, logscale)
-    return nll + beta * kl_standard_normal(mu, logvar) if beta else nll
+    return vae_total(gaussian_nll(x, mean, logscale), kl_standard_normal(mu, logvar) if beta else None, beta)
+
+def vae_total(nll: torch.Tensor, kl: torch.Tensor | None, # the parts; the KL may be None when beta is 0
+              beta: float = 0.0) -> torch.Tensor:
+    "The negative β-ELBO from its parts: nll + beta · kl (just nll when beta is 0)."
+    if float(beta) < 0: raise ValueError(f"beta must be >= 0; got {beta}.")
+    if beta and kl is None: raise ValueError(f"beta is {beta} but the KL part is missing.")
+    return nll + beta * kl if beta else nll
 
 # %% ../nbs/03_losses.ipynb #2c73734d
 def _box_overlap(box_a: torch.Tensor, box_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -126,18 +126,16 @@ class SiameseAE(Method):
 
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
-        parts, loss = {}, 0.0
+        parts = {}
         if self.predictor is not None:
             p1, p2 = self.predictor(z1), self.predictor(z2)
             if self.stop_gradient: parts["simsiam"] = losses.simsiam_loss(p1, p2, z1, z2)
             else: parts["simsiam"] = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1))  # no stop-gradient: collapses
-            loss = loss + (1 - self.w) * parts["simsiam"]
         if self.decoder is not None:
             r1, r2 = self.decoder(z1), self.decoder(z2)
             if self.reconstruct_target == "clean": parts["dae"] = losses.dae_loss(self.target(x, self.decoder), r1, r2)
             else: parts["dae"] = 0.5 * (F.mse_loss(r1, self.target(views.x1, self.decoder)) + F.mse_loss(r2, self.target(views.x2, self.decoder)))
-            loss = loss + self.w * parts["dae"]
-        return Output(loss, parts, z1)
+        return Output(losses.sidae_total(parts.get("dae"), parts.get("simsiam"), self.w), parts, z1)  # chapter 03's weighting
 
 
 
@@ -158,7 +156,7 @@ class EmbeddingDAE(Method):
         target = self.target(x, self.decoder) if self.denoising else (self.target(views.x1, self.decoder), self.target(views.x2, self.decoder))
         t1, t2 = (target, target) if self.denoising else target
         parts = {"reconstruction": F.mse_loss(r1, t1) + F.mse_loss(r2, t2), "embedding": losses.embedding_loss(z1, z2, self.kind)}
-        return Output(losses.dae_embedding_loss(target, r1, r2, z1, z2, self.alpha, self.kind), parts, z1)
+        return Output(losses.dae_embedding_total(parts["reconstruction"], parts["embedding"], self.alpha, z1.shape[-1]), parts, z1)
 
 # %% ../nbs/04_methods.ipynb #c65d1317
 class StochasticAE(Method):
@@ -186,7 +184,7 @@ class StochasticAE(Method):
         target = self.target(x, self.decoder)
         parts = {"nll": losses.gaussian_nll(target, recon, self.logscale)}
         if self.beta: parts["kl"] = losses.kl_standard_normal(mu, logvar)
-        return Output(losses.vae_loss(target, recon, self.logscale, mu, logvar, self.beta), parts, mu)
+        return Output(losses.vae_total(parts["nll"], parts.get("kl"), self.beta), parts, mu)
 
 # %% ../nbs/04_methods.ipynb #da1bfc8b
 def gather(t: torch.Tensor) -> torch.Tensor:

@@ -33,11 +33,12 @@ from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'H200_STEPS', 'GPUS',
-           'TRAIN_IMAGES', 'TEST_IMAGES', 'lr_factor', 'Config', 'eval_mode', 'extract_features', 'knn_accuracy',
-           'CheckpointError', 'save_atomic', 'load_checkpoint', 'NonFiniteLossError', 'distributed_context',
-           'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history',
-           'train_or_resume', 'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config',
-           'colab_config', 'step_cost', 'counted_cost', 'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
+           'TRAIN_IMAGES', 'TEST_IMAGES', 'lr_factor', 'Config', 'method_of', 'eval_mode', 'extract_features',
+           'knn_accuracy', 'CheckpointError', 'save_atomic', 'load_checkpoint', 'NonFiniteLossError',
+           'distributed_context', 'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer',
+           'plot_history', 'train_or_resume', 'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config',
+           'paper_config', 'colab_config', 'step_cost', 'counted_cost', 'fit_step_model', 'estimate_cost', 'duration',
+           'cost_line']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -115,6 +116,18 @@ class Config:
         unknown = set(c.options) - set(METHOD_OPTIONS)
         if unknown: raise ValueError(f"unknown method options {sorted(unknown)}; known: {', '.join(METHOD_OPTIONS)}.")
         return c
+
+# %% ../nbs/05_train.ipynb #4f1555c4
+def method_of(config: Config,
+              mean: tuple | None = None, std: tuple | None = None, # the data's channel statistics (`channel_stats`); None: chapter 04's defaults
+              n_classes: int | None = None, # the supervised baseline's classes (needed for it, ignored otherwise)
+             ) -> nn.Module:
+    "The method `config` describes, freshly built (untrained, on the CPU)."
+    cfg = config.resolved()
+    if cfg.method == "supervised" and n_classes is None: raise ValueError("the supervised baseline needs n_classes (the number of classes of its labels).")
+    extra = {"n_classes": n_classes} if cfg.method == "supervised" else {}
+    stats = {} if mean is None else {"mean": mean, "std": std}
+    return build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **stats, **cfg.options, **extra)
 
 # %% ../nbs/05_train.ipynb #6964c849
 @contextmanager
@@ -335,8 +348,7 @@ class Trainer:
         self._test = None if not given else as_images(test, cfg.image_size) if test is not None else False
         mean, std = channel_stats(images)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank, and for the random-init baseline
-        extra = {"n_classes": int(labels.max()) + 1} if cfg.method == "supervised" else {}
-        self.method = build_method(cfg.method, backbone=cfg.backbone, mean=mean, std=std, size=cfg.image_size, **cfg.options, **extra).to(self.device)
+        self.method = method_of(cfg, mean, std, n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None).to(self.device)
         if self.method.uses_labels and (labels < 0).all(): raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
         cuda = self.device.type == "cuda"
         self.channels_last = cfg.channels_last and self.device.type in ("cuda", "cpu")
@@ -661,8 +673,7 @@ def step_cost(config: Config) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     cfg = config.resolved()
     torch.manual_seed(0)
-    extra = {"n_classes": 10} if cfg.method == "supervised" else {}
-    method = build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **cfg.options, **extra).train()
+    method = method_of(cfg, n_classes=10).train()
     x = torch.randint(0, 256, (2, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     with _CountKernels() as augment_kernels:
         views = PRESETS[cfg.augment].at(cfg.image_size)(x, torch.Generator().manual_seed(0)) if method.n_views else None
