@@ -113,7 +113,7 @@ def bench_eval(backbone: str = "small", images: int = 2000, epochs: int = 50, de
     from ssl_ae.data import default_device
     from ssl_ae.evaluate import PROTOCOLS, linear_probe
     from ssl_ae.methods import build_method
-    from ssl_ae.train import extract_features
+    from ssl_ae.features import extract_features
     dev = default_device() if device == "auto" else torch.device(device)
     x, y = load_dataset("toy", split="train"); xt, yt = load_dataset("toy", split="test")
     x, y = x[:images], y[:images]

@@ -90,7 +90,8 @@ def _evaluate(args) -> int:
     from ssl_ae.data import load_dataset
     import dataclasses
     from ssl_ae.evaluate import PROTOCOLS, encoder_features, load_method, probe_images, probe_table
-    from ssl_ae.train import knn_accuracy, load_checkpoint
+    from ssl_ae.train import load_checkpoint
+    from ssl_ae.features import knn_accuracy
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
     from ssl_ae.train import resolve_device

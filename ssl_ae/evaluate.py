@@ -20,8 +20,9 @@ from torch import nn
 from .augment import PRESETS, Views
 from .data import DeviceLoader, check_images, label_subset, load_dataset
 from .methods import channel_stats
-from .papers import PROTOCOLS, Protocol, protocol as _protocol
-from .train import Config, Trainer, eval_mode, extract_features, knn_accuracy, load_checkpoint, method_of, plot_history, save_atomic
+from .papers import PROTOCOLS, Protocol, as_protocol
+from .train import Config, Trainer, load_checkpoint, method_of, plot_history, save_atomic
+from .features import eval_mode, extract_features, knn_accuracy
 
 # %% auto #0
 __all__ = ['recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'probe_table', 'augmented_probe', 'probe_images',
@@ -48,7 +49,7 @@ def encoder_features(method: nn.Module, train_images: torch.Tensor, test_images:
     return extract_features(enc, train_images), extract_features(enc, test_images)
 
 # %% ../nbs/06_evaluate.ipynb #3a2d4c7f
-def _optimizer(params, p: Protocol):
+def _probe_optimizer(params, p: Protocol):
     if p.optimizer == "sgd": return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay)
     return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
 
@@ -56,7 +57,7 @@ def _train_linear(batches, n_features: int, n_classes: int, p: Protocol, seed: i
     "A linear classifier trained by cross-entropy on `batches()`, an iterable of (features, labels) made anew each epoch."
     torch.manual_seed(seed)
     clf = nn.Linear(n_features, n_classes).to(device)
-    opt = _optimizer(clf.parameters(), p)
+    opt = _probe_optimizer(clf.parameters(), p)
     for _ in range(p.epochs):
         for f, y in batches():
             loss = F.cross_entropy(clf(f), y)
@@ -70,7 +71,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, # (N,
                  device=None, # where to train (default: where the features are)
                 ) -> float:
     "Test accuracy of a linear classifier trained on frozen features (unlabelled rows, label −1, are skipped)."
-    p = _protocol(protocol)
+    p = as_protocol(protocol)
     if p.augment is not None: raise ValueError(f"this protocol trains on augmented images ({p.augment!r}); use augmented_probe or probe_images, which have the images.")
     device = torch.device(device) if device is not None else train_features.device
     x, y = train_features.to(device).float(), train_labels.to(device)  # everything where the classifier trains,
@@ -118,7 +119,7 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
                     protocol: str | Protocol = "gs_simclr", # a protocol with `augment` set
                     seed: int = 0, device=None) -> float:
     "Test accuracy of a linear classifier on a frozen encoder, trained on freshly augmented training images every epoch."
-    p = _protocol(protocol)
+    p = as_protocol(protocol)
     if p.augment is None: raise ValueError("this protocol trains on clean images; use linear_probe on cached features (probe_images does).")
     keep = _labelled(train_labels)
     x, y = train_images[keep], train_labels[keep]
@@ -137,7 +138,7 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
 def probe_images(method: nn.Module, train_images, train_labels, test_images, test_labels,
                  fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "package", subset_seed: int = 0) -> dict:
     "{fraction: (mean accuracy, standard error)} of `method`'s frozen backbone under `protocol`, over `seeds`, on fixed label subsets."
-    p = _protocol(protocol)
+    p = as_protocol(protocol)
     if p.augment is None:
         ftr, fte = encoder_features(method, train_images, test_images, p.recalibrate)
         return probe_table(ftr, train_labels, fte, test_labels, fractions, seeds, p, subset_seed)
@@ -179,13 +180,13 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
               augment: str = "crop_flip", # augmentation of the training images (random resized crop and flip)
               device=None) -> float:
     "Test accuracy after training a copy of the backbone and a new linear head on labelled images."
-    p = _protocol(protocol)
+    p = as_protocol(protocol)
     device = device or next(method.parameters()).device
     m = copy.deepcopy(method).to(device)
     keep = _labelled(train_labels)
     torch.manual_seed(seed)
     head = nn.Linear(m.backbone.out_dim, int(train_labels.max()) + 1).to(device)
-    opt = _optimizer([*m.backbone.parameters(), *head.parameters()], p)
+    opt = _probe_optimizer([*m.backbone.parameters(), *head.parameters()], p)
     loader = DeviceLoader(train_images[keep], train_labels[keep], min(p.batch_size, len(keep)), device, seed=seed, drop_last=False)
     gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[augment].at(train_images.shape[-1])
     m.train()
@@ -341,7 +342,7 @@ def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, prot
     cfg, out = trainer.config, trainer.out
     trainer.fit()
     train_seconds = time.time() - start
-    p = _protocol(protocol)
+    p = as_protocol(protocol)
     if recalibrate is not None: p = dataclasses.replace(p, recalibrate=recalibrate)
     accuracy, xte = {"pretrained": None, "random_init": None}, trainer.images
     splits = _labelled_splits(trainer)

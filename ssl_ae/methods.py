@@ -20,8 +20,7 @@ from .models import Decoder, GaussianHead, Predictor, Projector, SmallDecoder, W
 
 # %% auto #0
 __all__ = ['BACKBONES', 'METHODS', 'channel_stats', 'Normalize', 'build_backbone', 'build_decoder', 'Output', 'Method',
-           'SiameseAE', 'EmbeddingDAE', 'StochasticAE', 'gather', 'SimCLR', 'SimSiamGS', 'Supervised', 'build_method',
-           'embedding_spread']
+           'SiameseAE', 'EmbeddingDAE', 'StochasticAE', 'gather', 'SimCLR', 'SimSiamGS', 'Supervised', 'build_method']
 
 # %% ../nbs/04_methods.ipynb #1b66f80c
 def channel_stats(images: torch.Tensor) -> tuple[tuple, tuple]:
@@ -281,7 +280,11 @@ def build_method(name: str, **options) -> Method:
     method.name = name
     return method
 
-# %% ../nbs/04_methods.ipynb #2d62e0b7
-def embedding_spread(z: torch.Tensor) -> float:
-    "√d · mean over dimensions of the batch standard deviation of ℓ2-normalised embeddings: ≈1 spread over every direction, 0 collapsed."
-    return (F.normalize(z.detach().float(), dim=1).std(0).mean() * math.sqrt(z.shape[1])).item()
+# %% ../nbs/04_methods.ipynb #60c7daba
+def __getattr__(name):
+    "`embedding_spread`, which moved to `ssl_ae.features`, importable from here for one release with a deprecation warning."
+    if name != "embedding_spread": raise AttributeError(f"module 'ssl_ae.methods' has no attribute {name!r}")
+    import warnings
+    from ssl_ae import features
+    warnings.warn("ssl_ae.methods.embedding_spread moved to ssl_ae.features.embedding_spread; the old name will be removed.", DeprecationWarning, stacklevel=2)
+    return features.embedding_spread

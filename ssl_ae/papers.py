@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['SIDAE', 'AASAE', 'WHITE', 'GS', 'PAPERS', 'HOME', 'PROTOCOLS', 'Protocol', 'paper_protocol', 'scaled_lr', 'Paper',
-           'paper_preset', 'protocol', 'as_paper', 'with_additions', 'deviations_markdown']
+           'paper_preset', 'as_protocol', 'as_paper', 'with_additions', 'protocol', 'deviations_markdown']
 
 # %% ../nbs/04a_papers.ipynb #cf74a35c
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def paper_preset(method: str, # a key of `METHODS`
     if paper not in PAPERS: raise ValueError(f"Unknown paper {paper!r}; choose one of {', '.join(PAPERS)}.")
     return PAPERS[paper].settings(method, dataset)
 
-def protocol(name: str | Protocol) -> Protocol:
+def as_protocol(name: str | Protocol) -> Protocol:
     "The protocol called `name` (a key of `PROTOCOLS`), or `name` itself if it is a `Protocol`."
     if isinstance(name, Protocol): return name
     if name not in PROTOCOLS: raise ValueError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
@@ -247,11 +247,17 @@ def protocol(name: str | Protocol) -> Protocol:
 
 def as_paper(p: str | Protocol) -> Protocol:
     "The protocol without the package's additions (no feature standardisation, no BatchNorm recalibration): the paper's way."
-    return dataclasses.replace(protocol(p), standardize=False, recalibrate=False)
+    return dataclasses.replace(as_protocol(p), standardize=False, recalibrate=False)
 
 def with_additions(p: str | Protocol) -> Protocol:
     "The protocol with the package's two additions switched on (features standardised, BatchNorm re-estimated on clean images)."
-    return dataclasses.replace(protocol(p), standardize=True, recalibrate=True)
+    return dataclasses.replace(as_protocol(p), standardize=True, recalibrate=True)
+
+def protocol(name: str | Protocol) -> Protocol:
+    "`as_protocol`'s old name (it clashed with the `protocol` parameters of chapter 06), kept for one release with a deprecation warning."
+    import warnings
+    warnings.warn("ssl_ae.papers.protocol is deprecated and will be removed: use as_protocol.", DeprecationWarning, stacklevel=2)
+    return as_protocol(name)
 
 # %% ../nbs/04a_papers.ipynb #e6d60655
 def deviations_markdown(paper: str) -> str:

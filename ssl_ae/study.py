@@ -20,8 +20,8 @@ import torch
 import ssl_ae
 from .data import load_dataset
 from .evaluate import mean_se, probe_images, random_init, supervised_baseline
-from .papers import protocol as _as_protocol
-from .train import _RUN_ONLY, Config, train_or_resume
+from .papers import as_protocol
+from .train import RUN_SETTINGS, Config, train_or_resume
 
 # %% auto #0
 __all__ = ['RESULTS', 'META_KEYS', 'verdict', 'Study']
@@ -198,7 +198,7 @@ _ADDED = {"image_size": 32}  # Config fields added after results were committed:
 
 def _settings(config: Config) -> dict:
     "The settings a record keeps: the resolved config without run-only fields (and without later fields at their old value)."
-    return {k: v for k, v in dataclasses.asdict(config.resolved()).items() if k not in _RUN_ONLY and not (k in _ADDED and v == _ADDED[k])}
+    return {k: v for k, v in dataclasses.asdict(config.resolved()).items() if k not in RUN_SETTINGS and not (k in _ADDED and v == _ADDED[k])}
 
 def _probe(self: Study, method, protocol=None) -> dict:
     "{fraction name: linear accuracy} of `method`'s frozen encoder under the study's protocol (or `protocol`), one probe seed."
@@ -209,7 +209,7 @@ def _probe(self: Study, method, protocol=None) -> dict:
 def _pretrain(self: Study, key: str, config: Config, extra: Callable | None = None, protocol=None) -> dict:
     "Record of a pretraining run: train (or load) `config`, probe at every fraction (with `protocol` if given), add `extra(trainer)`."
     settings = _clean(_settings(config))
-    probe_with = _clean(dataclasses.asdict(_as_protocol(protocol or self.protocol)))
+    probe_with = _clean(dataclasses.asdict(as_protocol(protocol or self.protocol)))
     if key not in self.records and extra is None:
         for lender in self.lenders:  # an identical run probed identically in another study
             r = lender.records.get(key)

@@ -28,17 +28,17 @@ from fastcore.basics import patch
 
 from .data import DeviceLoader, as_images, check_size, default_device, label_subset, load_dataset
 from .graphs import COMPILE_MODES, CapturedStep, capturable, portable, step_mode
-from .methods import METHODS, build_method, channel_stats, embedding_spread
+from .methods import METHODS, build_method, channel_stats
+from . import features
 from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'H200_STEPS', 'GPUS',
-           'TRAIN_IMAGES', 'TEST_IMAGES', 'lr_factor', 'Config', 'method_of', 'eval_mode', 'extract_features',
-           'knn_accuracy', 'CheckpointError', 'save_atomic', 'load_checkpoint', 'NonFiniteLossError',
-           'distributed_context', 'resolve_device', 'GlobalBatchNorm', 'sync_batchnorm', 'amp_dtype', 'Trainer',
-           'plot_history', 'train_or_resume', 'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config',
-           'paper_config', 'colab_config', 'step_cost', 'counted_cost', 'fit_step_model', 'estimate_cost', 'duration',
-           'cost_line']
+__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'RUN_SETTINGS', 'SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'H200_STEPS',
+           'GPUS', 'TRAIN_IMAGES', 'TEST_IMAGES', 'lr_factor', 'Config', 'method_of', 'CheckpointError', 'save_atomic',
+           'load_checkpoint', 'NonFiniteLossError', 'distributed_context', 'resolve_device', 'GlobalBatchNorm',
+           'sync_batchnorm', 'amp_dtype', 'Trainer', 'plot_history', 'train_or_resume', 'in_colab', 'tutorial_scale',
+           'runs_folder', 'quick_config', 'cpu_config', 'paper_config', 'colab_config', 'step_cost', 'counted_cost',
+           'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
 
 # %% ../nbs/05_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -129,39 +129,15 @@ def method_of(config: Config,
     stats = {} if mean is None else {"mean": mean, "std": std}
     return build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **stats, **cfg.options, **extra)
 
-# %% ../nbs/05_train.ipynb #6964c849
-@contextmanager
-def eval_mode(method: nn.Module):
-    "Run a block with `method` in evaluation mode (BatchNorm running statistics, no sampling), then restore its mode."
-    was_training = method.training
-    method.eval()
-    try: yield method
-    finally: method.train(was_training)
+# %% ../nbs/05_train.ipynb #d7ada18b
+_MOVED = {"eval_mode": "features", "extract_features": "features", "knn_accuracy": "features"}  # name: its module since issue 20
 
-@torch.no_grad()
-def extract_features(method: nn.Module, # anything with `.features(x)` for images in [0, 1]
-                     images: torch.Tensor, # uint8 images (N, 3, H, W)
-                     batch_size: int = 1024,
-                     device=None, # where to compute (default: where the method's parameters are)
-                    ) -> torch.Tensor:
-    "Backbone features (N, D) of clean images, in eval mode, as float32 on the device that computed them (nothing is copied to the host)."
-    device = device or next(method.parameters()).device
-    with eval_mode(method): return torch.cat([method.features(b.to(device).float() / 255).float() for b in images.split(batch_size)])
-
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
-                 k: int = 200, tau: float = 0.1, chunk: int = 1024) -> float:
-    "Accuracy of a temperature-weighted k-nearest-neighbour vote on cosine similarity, computed where `train_features` are."
-    device = train_features.device
-    train_labels, test_features, test_labels = train_labels.to(device), test_features.to(device), test_labels.to(device)
-    bank, keep = F.normalize(train_features.float(), dim=1), train_labels >= 0
-    bank, bank_labels = bank[keep], train_labels[keep]
-    n_classes, k = int(bank_labels.max()) + 1, min(k, len(bank))
-    correct = torch.zeros((), device=device)
-    for f, y in zip(F.normalize(test_features.float(), dim=1).split(chunk), test_labels.split(chunk)):
-        sims, idx = (f @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(f), n_classes, device=device).scatter_add_(1, bank_labels[idx], torch.exp(sims / tau))
-        correct += (votes.argmax(1) == y).sum()
-    return correct.item() / len(test_labels)  # one synchronisation
+def __getattr__(name):
+    "Names that moved to another module, still importable from here for one release, with a deprecation warning."
+    if name not in _MOVED: raise AttributeError(f"module 'ssl_ae.train' has no attribute {name!r}")
+    import importlib
+    warnings.warn(f"ssl_ae.train.{name} moved to ssl_ae.{_MOVED[name]}.{name}; the old name will be removed.", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(f"ssl_ae.{_MOVED[name]}"), name)
 
 # %% ../nbs/05_train.ipynb #9b4f375e
 class CheckpointError(ValueError):
@@ -313,7 +289,7 @@ def _training_data(cfg: Config, images=None) -> tuple[torch.Tensor, torch.Tensor
     return images, labels
 
 # %% ../nbs/05_train.ipynb #4c86489d
-def _optimizer(cfg: Config, params: list, steps_per_epoch: int, fused: bool = False):
+def _optimizer_and_schedule(cfg: Config, params: list, steps_per_epoch: int, fused: bool = False):
     "The config's optimiser (SGD or Adam) and its per-step learning-rate schedule."
     kw = {"fused": True} if fused else {}  # CUDA: one kernel per step, and the fp16 grad scaler then skips bad steps without asking the host
     if cfg.optimizer == "sgd": opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
@@ -362,7 +338,7 @@ class Trainer:
         self.loader = DeviceLoader(images, labels, cfg.batch_size // self.world, self.device, seed=cfg.seed, rank=self.rank, world_size=self.world)
         self.augment = PRESETS[cfg.augment].at(cfg.image_size)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
-        self.optimizer, self.scheduler = _optimizer(cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
+        self.optimizer, self.scheduler = _optimizer_and_schedule(cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self._graph = CapturedStep(self._compute, [self.generator]) if self.mode == "graphs" else None
@@ -477,7 +453,7 @@ def knn(self: Trainer) -> float | None:
     if self.config.split != "train" or not bank.any():
         bank_x, bank_y = load_dataset(self.config.dataset, self.config.data, "train", size=self.config.image_size)
     else: bank_x, bank_y = self.images[bank], self.labels[bank]
-    return knn_accuracy(extract_features(self.method, bank_x), bank_y, extract_features(self.method, test[0]), test[1])
+    return features.knn_accuracy(features.extract_features(self.method, bank_x), bank_y, features.extract_features(self.method, test[0]), test[1])
 
 # %% ../nbs/05_train.ipynb #6a01d609
 @patch
@@ -524,7 +500,7 @@ def _fit_epoch(self: Trainer):
     bar.close()
     self.epoch, self.partial = self.epoch + 1, None
     row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": float(self.optimizer.param_groups[0]["lr"]),
-           "spread": embedding_spread(embedding) if embedding is not None else float("nan"),
+           "spread": features.embedding_spread(embedding) if embedding is not None else float("nan"),
            "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
     if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
     self._check_finite(row, len(self.loader) - 1)
@@ -556,7 +532,7 @@ def plot_history(history: list[dict], title: str | None = None):
     return fig
 
 # %% ../nbs/05_train.ipynb #be4a6f15
-_RUN_ONLY = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every", "compile", "out", "knn_every", "knn_k")
+RUN_SETTINGS = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every", "compile", "out", "knn_every", "knn_k")  # how a run runs, not what it computes
 
 def train_or_resume(config: Config, progress: bool = True,
                     images=None, test=None, # images in memory (and a test split), as `Trainer` takes them
@@ -570,11 +546,11 @@ def train_or_resume(config: Config, progress: bool = True,
         if saved["dataset"] == "memory" and images is None:
             raise ValueError(f"{path} was trained on images given in memory; pass them again: train_or_resume(config, images=images).")
         wanted = dataclasses.asdict(config.resolved()) | ({"dataset": "memory"} if images is not None else {})
-        diff = {k: (saved.get(k), v) for k, v in wanted.items() if k not in _RUN_ONLY and saved.get(k) != v}
+        diff = {k: (saved.get(k), v) for k, v in wanted.items() if k not in RUN_SETTINGS and saved.get(k) != v}
         if diff:
             raise ValueError(f"{path} holds a run with other settings ({', '.join(f'{k}: saved {a!r}, asked {b!r}' for k, (a, b) in diff.items())}); "
                              "choose another out folder, or delete that one to train again.")
-        trainer = Trainer.resume(path, progress=progress, images=images, test=test, **{k: getattr(config, k) for k in _RUN_ONLY})
+        trainer = Trainer.resume(path, progress=progress, images=images, test=test, **{k: getattr(config, k) for k in RUN_SETTINGS})
     trainer.fit()
     return trainer
 

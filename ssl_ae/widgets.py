@@ -17,7 +17,8 @@ from .augment import PRESETS
 from .data import check_images, load_dataset
 from .evaluate import reconstruct_views, seeded_views
 from .losses import EMBEDDING_KINDS, graded_similarity, ioa, iou
-from .train import CheckpointError, cpu_config, eval_mode, train_or_resume
+from .train import CheckpointError, cpu_config, train_or_resume
+from .features import eval_mode
 
 # %% auto #0
 __all__ = ['Rendered', 'loss_parts', 'Explorer', 'render_w', 'train_w', 'w_explorer', 'crop_pairs', 'render_lambda',

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_data import write_cifar  # noqa: E402
 from test_devices import _presets  # noqa: E402
 
-from ssl_ae.train import Config, Trainer, amp_dtype, extract_features, knn_accuracy, load_checkpoint  # noqa: E402
+from ssl_ae.train import Config, Trainer, amp_dtype, load_checkpoint  # noqa: E402
+from ssl_ae.features import extract_features, knn_accuracy
 
 
 @pytest.fixture(scope="module")

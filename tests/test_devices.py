@@ -27,7 +27,8 @@ from ssl_ae import evaluate as E  # noqa: E402
 from ssl_ae.data import load_dataset  # noqa: E402
 from ssl_ae.methods import METHODS, build_method, channel_stats  # noqa: E402
 from ssl_ae.papers import PAPERS  # noqa: E402
-from ssl_ae.train import Config, Trainer, extract_features, knn_accuracy, quick_config  # noqa: E402
+from ssl_ae.train import Config, Trainer, quick_config  # noqa: E402
+from ssl_ae.features import extract_features, knn_accuracy
 
 PLACES = [("cuda", "cpu"), ("cpu", "cuda"), ("cuda", "cuda")]  # (features or model, labels or images)
 
@@ -94,16 +95,16 @@ def test_model_entry_points_on_mixed_devices(toy, model, where):
     x, y, xt, yt = toy
     fast = dict(epochs=1, batch_size=64)
     import dataclasses
-    from ssl_ae.papers import protocol
-    aug = dataclasses.replace(protocol("gs_simclr"), **fast)
+    from ssl_ae.papers import as_protocol
+    aug = dataclasses.replace(as_protocol("gs_simclr"), **fast)
     expected = {"features": extract_features(model, x), "probe": E.probe_images(model, x, y, xt, yt, (1.0, 0.25)),
-                "augmented": E.augmented_probe(model, x, y, xt, yt, aug), "fine_tune": E.fine_tune(model, x, y, xt, yt, dataclasses.replace(protocol("sidae"), **fast)),
+                "augmented": E.augmented_probe(model, x, y, xt, yt, aug), "fine_tune": E.fine_tune(model, x, y, xt, yt, dataclasses.replace(as_protocol("sidae"), **fast)),
                 "views": E.view_similarity(model, x[:6], n_views=2), "recon": E.reconstruct_views(model, x[:4])["mse1"]}
     with simulated_cuda():
         m = copy.deepcopy(model).to(where[0])  # (Module.to moves in place: keep the fixture on the CPU)
         xa, ya, xta, yta = on(where[1], x, y, xt, yt)
         got = {"features": extract_features(m, xa), "probe": E.probe_images(m, xa, ya, xta, yta, (1.0, 0.25)),
-               "augmented": E.augmented_probe(m, xa, ya, xta, yta, aug), "fine_tune": E.fine_tune(m, xa, ya, xta, yta, dataclasses.replace(protocol("sidae"), **fast)),
+               "augmented": E.augmented_probe(m, xa, ya, xta, yta, aug), "fine_tune": E.fine_tune(m, xa, ya, xta, yta, dataclasses.replace(as_protocol("sidae"), **fast)),
                "views": E.view_similarity(m, xa[:6], n_views=2), "recon": E.reconstruct_views(m, xa[:4])["mse1"]}
         fig = E.plot_reconstructions(m, xa, n=3)
         assert got["features"].device.type == where[0] and got["views"].device.type == "cpu"
@@ -151,9 +152,9 @@ def test_a_study_trains_and_probes_on_cuda(tmp_path, toy):
     from ssl_ae.study import Study
     x, y, xt, yt = toy
     with simulated_cuda():
-        from ssl_ae.papers import protocol
+        from ssl_ae.papers import as_protocol
         import dataclasses
-        st = Study("devices", "smoke", tmp_path).setup((x, y, xt, yt), {"all": 1.0, "few": 0.25}, dataclasses.replace(protocol("package"), epochs=5))
+        st = Study("devices", "smoke", tmp_path).setup((x, y, xt, yt), {"all": 1.0, "few": 0.25}, dataclasses.replace(as_protocol("package"), epochs=5))
         cfg = quick_config("sidae", limit=64, epochs=1, batch_size=32, device="cuda", out=str(tmp_path / "run"))
         r = st.pretrain("sidae_seed0", cfg)
         assert set(r["accuracy"]) == {"all", "few"}
