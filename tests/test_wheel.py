@@ -17,6 +17,8 @@ from test_readme import run_readme_examples
 ROOT = Path(__file__).resolve().parents[1]
 DEV_EXTRA = {"nbdev", "execnb", "ghapi", "jupyterlab", "pytest", "nbval", "mlxtend"}  # settings.ini's dev_requirements
 COLAB_ONLY = {"google"}  # google.colab: imported only inside Colab, which provides it
+OPTIONAL = {"triton": "the fused augmentation on a CUDA GPU (chapter 01a); it comes with torch on Linux, and without it the batched path serves",
+            "lightly": "`ssl_ae bench lightly` only (chapter 08), which says how to install it"}  # imported inside try/except or a function
 
 
 def canonical(name: str) -> str: return re.sub(r"[-_.]+", "-", name).lower()
@@ -44,7 +46,7 @@ def imported_distributions(wheel: Path) -> set[str]:
                 for node in ast.walk(ast.parse(z.read(name))):
                     if isinstance(node, ast.Import): tops |= {a.name.split(".")[0] for a in node.names}
                     elif isinstance(node, ast.ImportFrom) and node.level == 0: tops.add(node.module.split(".")[0])
-    tops -= set(sys.stdlib_module_names) | {"ssl_ae"} | COLAB_ONLY
+    tops -= set(sys.stdlib_module_names) | {"ssl_ae"} | COLAB_ONLY | set(OPTIONAL)
     owners = md.packages_distributions()
     missing = tops - set(owners)
     assert not missing, f"imports with no installed distribution: {missing}"
