@@ -11,8 +11,13 @@ executes every chapter: code, documentation and tests cannot drift apart.
 - Without nbval and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
 - `device="auto"` in a test means SSL_AE_TEST_DEVICE (default: the CPU), so that one variable moves the suite to a GPU.
 """
+import os
 import sys
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker (and per notebook kernel), not 2 x 2 on 2 cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
@@ -31,9 +36,8 @@ from testdevice import DEVICE  # noqa: E402
 def _test_device(monkeypatch):
     "`device='auto'` in a test means SSL_AE_TEST_DEVICE (default: the CPU), not whatever this machine has (tests/testdevice.py)."
     import torch
-    import ssl_ae.data
-    import ssl_ae.train
-    for module in (ssl_ae.data, ssl_ae.train): monkeypatch.setattr(module, "default_device", lambda: torch.device(DEVICE))
+    import ssl_ae.devices
+    monkeypatch.setattr(ssl_ae.devices, "default_device", lambda: torch.device(DEVICE))
 
 NBS = Path(__file__).parent / "nbs"
 

@@ -1,7 +1,7 @@
 """Execute notebooks top to bottom in place, so their saved outputs are real, skipping the cells that
 nbdev's test flags mark (`#| slow`, `#| cuda`, `#| notest`, `#| eval: false`) unless switched on with
 SSL_AE_TEST_FLAGS; a skipped cell keeps the outputs of its last real run (e.g. a slow cell run once with
-SSL_AE_TEST_FLAGS=slow). Usage: python tests/execute_notebooks.py nbs/00_data.ipynb [more.ipynb ...]"""
+SSL_AE_TEST_FLAGS=slow). Usage: python tests/execute_notebooks.py nbs/02_data.ipynb [more.ipynb ...]"""
 import sys
 import time
 from pathlib import Path

@@ -13,7 +13,8 @@ from testdevice import same  # noqa: E402
 from ssl_ae.data import load_dataset
 from ssl_ae.papers import PAPERS
 from ssl_ae.study import Study
-from ssl_ae.train import Trainer, colab_config, estimate_cost, paper_config, quick_config, runs_folder, train_or_resume
+from ssl_ae.train import Trainer, train_or_resume
+from ssl_ae.recipes import colab_config, estimate_cost, paper_config, quick_config, runs_folder
 
 
 def test_every_paper_has_a_colab_plan_that_fits_a_free_t4():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ssl_ae.evaluate import load_method
-from ssl_ae.train import Trainer, load_checkpoint, quick_config
+from ssl_ae.train import Trainer, load_checkpoint
+from ssl_ae.recipes import quick_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -31,7 +32,7 @@ def test_the_quick_start_recipe_moved_and_the_old_name_warns():
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         from ssl_ae.cli import QUICKSTART
-    assert any(issubclass(x.category, DeprecationWarning) and "train.QUICK_RECIPE" in str(x.message) for x in w)
+    assert any(issubclass(x.category, DeprecationWarning) and "recipes.QUICK_RECIPE" in str(x.message) for x in w)
     old = dict(backbone="small", epochs=8, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant", weight_decay=0.0,
                augment="toy", options={"w": 0.5, "dim": 256, "hidden": 256, "projector_layers": 2})  # the dict as it was
     assert QUICKSTART == old
@@ -51,3 +52,23 @@ def test_probe_method_is_deprecated_and_still_works():
     x, y = load_dataset("toy"); xt, yt = load_dataset("toy", split="test")
     m = random_init(Config(method="sidae", backbone="small", options={"dim": 16, "hidden": 16, "projector_layers": 2}), x, y)
     assert probe_method(m, limit=500)[1.0][0] == probe_images(m, x[:500], y[:500], xt, yt)[1.0][0]  # (the s.e. of one seed is nan)
+
+
+@pytest.mark.parametrize("module, name, home", [
+    ("train", "quick_config", "recipes"), ("train", "cpu_config", "recipes"), ("train", "tutorial_scale", "recipes"),
+    ("train", "estimate_cost", "recipes"), ("train", "QUICK_RECIPE", "recipes"), ("train", "GlobalBatchNorm", "devices"),
+    ("data", "check_range", "checks"), ("data", "default_device", "devices")])
+def test_names_that_moved_in_issue_20_still_import_with_a_warning(module, name, home):
+    import importlib
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        old = getattr(importlib.import_module(f"ssl_ae.{module}"), name)
+    assert old is getattr(importlib.import_module(f"ssl_ae.{home}"), name)
+    assert any(issubclass(x.category, DeprecationWarning) and f"ssl_ae.{home}.{name}" in str(x.message) for x in w), [str(x.message) for x in w]
+
+
+def test_names_the_trainer_still_uses_import_from_it_as_before():
+    "The device helpers the trainer imports for itself stay reachable from `ssl_ae.train` (no warning needed)."
+    import ssl_ae.devices, ssl_ae.train
+    for name in ("resolve_device", "distributed_context", "amp_dtype", "sync_batchnorm"):
+        assert getattr(ssl_ae.train, name) is getattr(ssl_ae.devices, name)

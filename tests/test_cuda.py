@@ -5,7 +5,7 @@
 One epoch of SidAE (the paper's ResNet-18) on CIFAR-10-format files with mixed precision, with and without
 torch.compile; no host synchronisation inside a training step, for SidAE's paper preset and for every method with every
 augmentation and optimiser of its papers; resuming after an interruption; data, features and the kNN vote on the
-device; the step captured as a CUDA graph (chapter 05a) for every method, and learning as the eager one; and the bench
+device; the step captured as a CUDA graph (chapter 10) for every method, and learning as the eager one; and the bench
 figures, printed for the notebooks. tests/gpu_check.py runs this file first."""
 import dataclasses
 import os
@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_data import write_cifar  # noqa: E402
 from test_devices import _presets  # noqa: E402
 
-from ssl_ae.train import Config, Trainer, amp_dtype, load_checkpoint  # noqa: E402
+from ssl_ae.train import Config, Trainer, load_checkpoint  # noqa: E402
+from ssl_ae.devices import amp_dtype
 from ssl_ae.features import extract_features, knn_accuracy
 
 

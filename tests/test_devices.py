@@ -7,7 +7,7 @@
    `device="cuda"`.
 3. A training step never makes the host wait, for every method with every augmentation and optimiser its papers use,
    under bf16 and under fp16 with the grad scaler (a T4), eagerly and captured as a CUDA graph (the simulated capture
-   of `simcuda`, chapter 05a). Before issue 19 the colour jitter, the hue rotation, White's crops, NT-Xent's partner
+   of `simcuda`, chapter 10). Before issue 19 the colour jitter, the hue rotation, White's crops, NT-Xent's partner
    indices and the graded-similarity checks all did.
 
 What this cannot show (kernels, numerics, speed, cuDNN, torch.compile on a GPU) is left to `tests/test_cuda.py`
@@ -27,7 +27,8 @@ from ssl_ae import evaluate as E  # noqa: E402
 from ssl_ae.data import load_dataset  # noqa: E402
 from ssl_ae.methods import METHODS, build_method, channel_stats  # noqa: E402
 from ssl_ae.papers import PAPERS  # noqa: E402
-from ssl_ae.train import Config, Trainer, quick_config  # noqa: E402
+from ssl_ae.train import Config, Trainer  # noqa: E402
+from ssl_ae.recipes import quick_config
 from ssl_ae.features import extract_features, knn_accuracy
 
 PLACES = [("cuda", "cpu"), ("cpu", "cuda"), ("cuda", "cuda")]  # (features or model, labels or images)
@@ -195,7 +196,7 @@ def test_a_training_step_never_waits_for_the_host(capability, tmp_path):
             xb, yb = next(batches)
             t.step(xb, yb)
             torch.cuda.set_sync_debug_mode("error")
-            try:  # steps 2 and 3 warm up eagerly, step 4 is recorded as a CUDA graph and replayed, step 5 replays (chapter 05a)
+            try:  # steps 2 and 3 warm up eagerly, step 4 is recorded as a CUDA graph and replayed, step 5 replays (chapter 10)
                 for _ in range(4):
                     xb, yb = next(batches)
                     out = t.step(xb, yb if t.method.uses_labels else None)

@@ -1,4 +1,4 @@
-"""The captured training step (chapter 05a), as far as a CPU can check it: when a step is captured and when it is not
+"""The captured training step (chapter 10), as far as a CPU can check it: when a step is captured and when it is not
 (with a message), that a captured run trains, checkpoints with plain numbers and resumes on either device, and that
 the CPU path is the eager path it always was. The recording itself and its speed need a GPU: `tests/gpu_check.py`.
 

@@ -47,7 +47,7 @@ def settings(tutorial: str, scale: str, monkeypatch) -> dict:
             code = [c.source for c in nb.cells if c.cell_type == "code"]
             cell = next(s for s in code if "SCALE = tutorial_scale()" in s)
             g = {}
-            exec(next(s for s in code if "from ssl_ae.train import" in s), g)
+            exec(next(s for s in code if "from ssl_ae.recipes import" in s), g)
             exec(cell[: cell.index("print(cost_line(")], g)
         _SETTINGS[tutorial, scale] = g
     return _SETTINGS[tutorial, scale]
@@ -93,7 +93,7 @@ def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monk
 @pytest.mark.parametrize("tutorial", TUTORIALS)
 def test_the_stated_costs_are_the_estimates(tutorial, monkeypatch):
     "Each tutorial's cost paragraph states its colab and paper times as the package computes them from its plans (H200: from measured step times; T4: derived), so they cannot drift."
-    from ssl_ae.train import duration, estimate_cost
+    from ssl_ae.recipes import duration, estimate_cost
     colab, paper = (settings(tutorial, s, monkeypatch)["PLAN"] for s in ("colab", "paper"))
     c, p = estimate_cost(list(colab.values())), estimate_cost(list(paper.values()))
     text = " ".join(" ".join(x.source for x in nbformat.read(ROOT / "nbs" / "tutorials" / f"{tutorial}.ipynb", as_version=4).cells

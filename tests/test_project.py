@@ -68,6 +68,44 @@ def test_every_module_has_its_notebook():
         assert f"'ssl_ae.{module.stem}'" in modidx, f"{module.name} is not exported from a notebook"
 
 
+def imports_of_the_package() -> tuple[dict, dict, list]:
+    "(chapter of each module, the package modules each module imports anywhere in it, private names imported across modules)."
+    import ast
+    chapter = {re.sub(r"^\d+_", "", p.stem): int(p.stem[:2]) for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb")}
+    edges, private = {}, []
+    for path in (ROOT / "ssl_ae").glob("*.py"):
+        if path.stem.startswith("_"): continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("ssl_ae"))): continue
+            mod = (node.module or "").replace("ssl_ae.", "").replace("ssl_ae", "")
+            for target in ([a.name for a in node.names] if mod == "" else [mod]):
+                if target in chapter: edges.setdefault(path.stem, set()).add(target)
+            private += [(path.stem, mod, a.name) for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+    return chapter, edges, private
+
+
+def test_one_module_per_chapter_each_importing_only_earlier_chapters_and_no_private_names():
+    chapter, edges, private = imports_of_the_package()
+    modules = {p.stem for p in (ROOT / "ssl_ae").glob("*.py") if not p.stem.startswith("_")}
+    assert set(chapter) == modules, (set(chapter) ^ modules)
+    assert len(set(chapter.values())) == len(chapter), "two chapters share a number"
+    later = [(m, t) for m, ts in edges.items() for t in ts if chapter[t] >= chapter[m]]
+    assert not later, f"modules import from their own or a later chapter: {later}"
+    assert not private, f"private names imported from another module: {private}"
+
+
+def test_the_index_draws_the_import_graph_as_it_is():
+    chapter, edges, _ = imports_of_the_package()
+    def reach(a, seen):
+        for b in edges.get(a, ()):
+            if b not in seen: seen.add(b); reach(b, seen)
+        return seen
+    reduced = {f"{t} --> {m}" for m, ts in edges.items() for t in ts if not any(t in reach(u, set()) for u in ts if u != t)}
+    index = "\n".join(c.source for c in nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4).cells)
+    drawn = set(re.findall(r"^  (\w+ --> \w+)$", index.split("```mermaid")[-1].split("```")[0], re.M))
+    assert drawn == reduced, f"the index's import graph is out of date: missing {reduced - drawn}, extra {drawn - reduced}"
+
+
 TUTORIALS = sorted((ROOT / "nbs" / "tutorials").glob("[0-9]*.ipynb"))
 
 
@@ -82,7 +120,7 @@ def test_four_tutorials_each_with_badge_colab_install_modes_and_cost():
         assert len(install) == 1 and 'if "google.colab" in sys.modules' in install[0], path.name
         assert "SCALE = tutorial_scale()" in text and "PAPER_PROBE = False" in text, path.name
         assert "minute" in text and "**Cost.**" in text and "print(cost_line(list(PLAN.values()), SCALE))" in text, path.name
-        assert "SSL_AE_SCALE=cpu python tests/execute_notebooks.py" in text and "colab_config(" in text and "runs_folder(" in text, path.name
+        assert "SSL_AE_SCALE=cpu python tests/execute_notebooks.py" in text and "scale_config(SCALE" in text and "runs_folder(" in text, path.name
         assert "What we run differently, and why" in text and "deviations_markdown(" in text, path.name
         assert not any("#| export" in c.source for c in nb.cells), f"{path.name}: tutorials are not exported"
 
