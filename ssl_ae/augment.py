@@ -32,7 +32,8 @@ def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=src).to(device)
 
 def _f32(v: float) -> float:
-    "`v` rounded to float32 and back: arithmetic of such numbers with float32 tensors matches float32 tensors of them bit for bit."
+    """`v` rounded to float32 and back: arithmetic of such numbers with float32 tensors matches float32 tensors of them
+    bit for bit."""
     return struct.unpack("f", struct.pack("f", v))[0]
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,9 @@ def sample_crop_boxes(n: int, # number of boxes
     first = fits.byte().argmax(1, keepdim=True)  # index of the first candidate that fits
     w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(1)
     in_ratio = width / height  # fallback: the largest centred box with a ratio in range
-    fw, fh = (width, round(width / ratio[0])) if in_ratio < ratio[0] else (round(height * ratio[1]), height) if in_ratio > ratio[1] else (width, height)
+    fw, fh = (width, round(width / ratio[0])) if in_ratio < ratio[0] else (round(height * ratio[1]),
+                                                                           height) if in_ratio > ratio[1] else (width,
+                                                                                                                height)
     w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
     corner = torch.rand((n, 2), generator=generator, device=src, dtype=torch.float64)
     top = torch.where(found, torch.floor(corner[:, 0] * (height - h + 1)), torch.floor((height - h) / 2))
@@ -68,7 +71,8 @@ def sample_crop_boxes(n: int, # number of boxes
 
 # %% ../nbs/04_augment.ipynb #8ccfa2e6
 def _resample_matrix(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int) -> torch.Tensor:
-    "Per-sample weights (B, out_size, in_size) that crop [start, start+length) and resize it to out_size (triangle filter)."
+    """Per-sample weights (B, out_size, in_size) that crop [start, start+length) and resize it to out_size (triangle
+    filter)."""
     start, length = start.float()[:, None, None], length.float()[:, None, None]
     scale = length / out_size
     i = torch.arange(out_size, dtype=torch.float32, device=start.device)[None, :, None]
@@ -127,7 +131,9 @@ def adjust_hue(x: torch.Tensor, # RGB images in [0, 1] (B, 3, H, W)
     d = torch.where(spread > 0, spread, torch.ones_like(spread))
     hue6 = torch.where(which == 0, (g - b) / d, torch.where(which == 1, (b - r) / d + 2, (r - g) / d + 4))
     hue6 = hue6 + 6 * _per_sample(delta, hue6)
-    offsets = torch.arange(5, 0, -2, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)  # 5, 3, 1 for r, g, b (made on the device: no copy from the host)
+    offsets = torch.arange(5, 0, -2, dtype=x.dtype,
+                           device=x.device).view(1, 3, 1,
+                                                 1)  # 5, 3, 1 for r, g, b (made on the device: no copy from the host)
     k = torch.remainder(offsets + hue6.unsqueeze(1), 6)
     v, s = v.unsqueeze(1), s.unsqueeze(1)
     return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
@@ -168,7 +174,8 @@ def gaussian_blur(x: torch.Tensor, # images (B, C, H, W)
     if B == 0: return x.clone()  # no image drew the blur (small batches): convolution cannot take an empty batch
     half = kernel_size // 2
     d = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
-    taps = torch.softmax(-0.5 * (d / sigma.to(x.dtype)[:, None]) ** 2, dim=1).repeat_interleave(C, 0)  # (B*C, k), rows sum to 1
+    taps = torch.softmax(-0.5 * (d / sigma.to(x.dtype)[:, None])**2, dim=1).repeat_interleave(C,
+                                                                                              0)  # (B*C, k), rows sum to 1
     y = F.pad(x.reshape(1, B * C, H, W), (half,) * 4, mode="reflect")
     y = F.conv2d(y, taps.view(B * C, 1, kernel_size, 1), groups=B * C)
     return F.conv2d(y, taps.view(B * C, 1, 1, kernel_size), groups=B * C).view(B, C, H, W)
@@ -206,16 +213,23 @@ class Augment:
     def __post_init__(self):
         if self.size < 1: raise ValueError(f"size must be a positive number of pixels; got {self.size}.")
         lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1: raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1; got {self.crop_scale}.")
+        if not 0 < lo <= hi <= 1: raise ValueError("crop_scale must satisfy 0 < low <= high <= 1; got "
+                                                   f"{self.crop_scale}.")
         lo, hi = self.crop_ratio
         if not 0 < lo <= hi: raise ValueError(f"crop_ratio must satisfy 0 < low <= high; got {self.crop_ratio}.")
-        if self.crop_size is not None and self.crop_size < 1: raise ValueError(f"crop_size must be None or positive; got {self.crop_size}.")
-        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"): check_range(name, getattr(self, name), 0, 1)
+        if self.crop_size is not None and self.crop_size < 1:
+            raise ValueError(f"crop_size must be None or positive; got {self.crop_size}.")
+        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+            check_range(name, getattr(self, name), 0, 1)
         if len(self.jitter) != 4 or min(self.jitter) < 0:
-            raise ValueError(f"jitter must be four non-negative strengths (brightness, contrast, saturation, hue); got {self.jitter}.")
+            raise ValueError(
+                "jitter must be four non-negative strengths (brightness, contrast, saturation, hue); got "
+                f"{self.jitter}.")
         check_range("hue strength jitter[3]", self.jitter[3], 0, 0.5)
-        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]: raise ValueError(f"blur_sigma must satisfy 0 < low <= high; got {self.blur_sigma}.")
-        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0: raise ValueError(f"blur_kernel must be a positive odd number; got {self.blur_kernel}.")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < low <= high; got {self.blur_sigma}.")
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be a positive odd number; got {self.blur_kernel}.")
         check_range("solarize_threshold", self.solarize_threshold, 0, 1)
 
 # %% ../nbs/04_augment.ipynb #dcb11140
@@ -227,7 +241,9 @@ def boxes(self: Augment, n: int, height: int, width: int, generator=None, device
     if self.crop_size > min(height, width):
         raise ValueError(f"crop_size {self.crop_size} does not fit images of {height}×{width}; lower crop_size.")
     u = _rand((n, 2), generator, device)
-    corner = torch.stack([torch.floor(u[:, 0] * (height - self.crop_size + 1)), torch.floor(u[:, 1] * (width - self.crop_size + 1))], 1)
+    corner = torch.stack(
+        [torch.floor(u[:, 0] * (height - self.crop_size + 1)),
+         torch.floor(u[:, 1] * (width - self.crop_size + 1))], 1)
     return torch.cat([corner, torch.full((n, 2), float(self.crop_size), device=device)], 1).long()
 
 # %% ../nbs/04_augment.ipynb #7576eb88
@@ -240,7 +256,8 @@ def _jitter_ranges(self: Augment) -> tuple:
 
 @patch
 def _draws(self: Augment, n: int, height: int, width: int, generator, device) -> tuple:
-    "Every random number of one view of n images, in a fixed order: crop boxes, ten per image, then grey, blur and solarise if used."
+    """Every random number of one view of n images, in a fixed order: crop boxes, ten per image, then grey, blur and
+    solarise if used."""
     boxes = self.boxes(n, height, width, generator, device)
     u = _rand((n, 10), generator, device)  # flip, jitter coin, four jitter factors, four keys of the jitter's order
     gray_u = _rand(n, generator, device) if self.gray_p > 0 else None
@@ -269,7 +286,8 @@ def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = Non
     if self.gray_p > 0: x = grayscale(x, gray_u < self.gray_p)
     if self.blur_p > 0:
         lo, hi = self.blur_sigma
-        x = _apply(x, blur_v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel), lo + (hi - lo) * blur_v[:, 1])
+        x = _apply(x, blur_v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel),
+                   lo + (hi - lo) * blur_v[:, 1])
     if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, solarize_u < self.solarize_p)
     return x.contiguous(memory_format=memory_format), boxes
 
@@ -315,8 +333,10 @@ def torchvision_equivalent(aug: Augment):
     "The per-image `torchvision.transforms.v2` pipeline (uint8 or float image in, float view out) that `aug` batches."
     from torchvision.transforms import v2
     ops = [v2.ToDtype(torch.float32, scale=True)]
-    if aug.crop_size is None: ops.append(v2.RandomResizedCrop(aug.size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True))
-    else: ops += [v2.RandomCrop(aug.crop_size), v2.Resize(aug.size, antialias=True)]
+    if aug.crop_size is None:
+        ops.append(v2.RandomResizedCrop(aug.size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True))
+    else:
+        ops += [v2.RandomCrop(aug.crop_size), v2.Resize(aug.size, antialias=True)]
     ops.append(v2.RandomHorizontalFlip(aug.flip_p))
     if aug.jitter_p > 0: ops.append(v2.RandomApply([v2.ColorJitter(*aug.jitter)], p=aug.jitter_p))
     if aug.gray_p > 0: ops.append(v2.RandomGrayscale(aug.gray_p))
@@ -334,12 +354,15 @@ def plot_views(x: torch.Tensor, # clean images (N, 3, H, W), uint8 or float
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     x = (x.float() / 255 if x.dtype == torch.uint8 else x)[:n].cpu()
-    fig, axes = plt.subplots(3, n, figsize=(0.64 * n, 2.3), squeeze=False)  # about twice the images' own size: sharp and light
+    fig, axes = plt.subplots(3, n, figsize=(0.64 * n, 2.3),
+                             squeeze=False)  # about twice the images' own size: sharp and light
     rows = [x, views.x1[:n].cpu(), views.x2[:n].cpu()]
     for r, (label, imgs) in enumerate(zip(("clean", "view 1", "view 2"), rows)):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
+            ax.imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
             if c == 0: ax.set_ylabel(label)
             if r == 0:
                 for box, style in ((views.box1[c], "-"), (views.box2[c], "--")):

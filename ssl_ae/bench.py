@@ -39,7 +39,8 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
     also the batched pipeline there, chapter 03's one kernel per view, and that kernel replayed as a CUDA graph."""
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     from ssl_ae.devices import resolve_device
-    gpu_device = resolve_device(device) if device != "auto" else (torch.device("cuda") if torch.cuda.is_available() else None)
+    gpu_device = resolve_device(device) if device != "auto" else (
+        torch.device("cuda") if torch.cuda.is_available() else None)
     if gpu_device is not None and gpu_device.type != "cuda": gpu_device = None
     aug = PRESETS[preset]
     x = load_dataset("toy", split="train")[0]
@@ -51,8 +52,8 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
         return run
     result = dict(preset=preset, images=images, batch_size=batch_size, workers=workers, threads=torch.get_num_threads())
     result["ours_views_per_s"] = _views_per_second(ours(batches), images, ours(batches[:2]))
-    loader = torch.utils.data.DataLoader(_TwoViews(x, torchvision_equivalent(aug)), batch_size=batch_size, num_workers=workers,
-                                         shuffle=True, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(_TwoViews(x, torchvision_equivalent(aug)), batch_size=batch_size,
+                                         num_workers=workers, shuffle=True, persistent_workers=workers > 0)
     def tv_pass():
         for _ in loader: pass
     def tv_warmup():
@@ -71,10 +72,13 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
                 for b in data: aug(b, g, **kw)
             return run
         sync = torch.cuda.synchronize
-        result["gpu_batched_views_per_s"] = _views_per_second(on_gpu(gpu, fused=False), images, on_gpu(gpu[:2], fused=False), sync)
+        result["gpu_batched_views_per_s"] = _views_per_second(on_gpu(gpu, fused=False), images, on_gpu(gpu[:2], fused=False),
+                                                              sync)
         result["fused"] = can_fuse(gpu[0], aug.size)
-        result["gpu_views_per_s"] = _views_per_second(on_gpu(gpu), images, on_gpu(gpu[:2]), sync)  # the kernel of chapter 03 where it can run
-        captured = CapturedStep(lambda b: aug(b, g), [g])  # both views as one CUDA graph (chapter 10), as inside a captured training step
+        result["gpu_views_per_s"] = _views_per_second(on_gpu(gpu), images, on_gpu(gpu[:2]),
+                                                      sync)  # the kernel of chapter 03 where it can run
+        captured = CapturedStep(lambda b: aug(b, g),
+                                [g])  # both views as one CUDA graph (chapter 10), as inside a captured training step
         def replay(data):
             def run():
                 for b in data: captured(b)
@@ -87,8 +91,9 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
 def bench_step(method: str = "sidae", backbone: str = "small", batch_size: int = 256, steps: int = 20, device: str = "auto") -> dict:
     "Seconds per step of `Trainer.step` and of a minimal hand-written step, on the same model and batch."
     from ssl_ae.train import Config, Trainer
-    trainer = Trainer(Config(method=method, backbone=backbone, batch_size=batch_size, epochs=1, optimizer="adam", lr=1e-4,
-                             limit=batch_size, device=device, out="/tmp/ssl_ae_bench"), progress=False)
+    trainer = Trainer(
+        Config(method=method, backbone=backbone, batch_size=batch_size, epochs=1, optimizer="adam", lr=1e-4,
+               limit=batch_size, device=device, out="/tmp/ssl_ae_bench"), progress=False)
     xb, yb = next(iter(trainer.loader))
     m, opt, aug, gen = trainer.method, trainer.optimizer, trainer.augment, trainer.generator
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -102,8 +107,10 @@ def bench_step(method: str = "sidae", backbone: str = "small", batch_size: int =
         for name, fn in (("trainer", ours), ("minimal", minimal)):
             sync(); t = time.perf_counter(); fn(); sync(); times[name].append(time.perf_counter() - t)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"method": method, "backbone": backbone, "batch_size": batch_size, "device": str(trainer.device), "steps": steps,
-            "trainer_s_per_step": med["trainer"], "minimal_s_per_step": med["minimal"], "ratio": med["trainer"] / med["minimal"]}
+    return {
+        "method": method, "backbone": backbone, "batch_size": batch_size, "device": str(trainer.device), "steps": steps,
+        "trainer_s_per_step": med["trainer"], "minimal_s_per_step": med["minimal"], "ratio": med["trainer"] / med["minimal"]
+    }
 
 # %% ../nbs/16_bench.ipynb #01f7aaf1
 def bench_eval(backbone: str = "small", images: int = 2000, epochs: int = 50, device: str = "auto") -> dict:
@@ -140,13 +147,16 @@ def bench_profile(method: str = "sidae", # a key of `METHODS`
                   batch_size: int = 128, # the cpu recipe's batch
                   steps: int = 10, # timed steps per measurement (after two warm-up steps)
                   device: str = "auto") -> dict:
-    "Median seconds of each phase of a `cpu`-recipe training step, the step with and without channels-last and with one thread, and one probe."
+    """Median seconds of each phase of a `cpu`-recipe training step, the step with and without channels-last and with
+    one thread, and one probe."""
     import tempfile
     from ssl_ae.evaluate import probe_images, random_init
     from ssl_ae.train import Trainer
     from ssl_ae.recipes import cpu_config
     def trainer(**kw):
-        return Trainer(cpu_config(method, batch_size=batch_size, epochs=1, limit=batch_size, device=device, out=tempfile.mkdtemp(), **kw), progress=False)
+        return Trainer(
+            cpu_config(method, batch_size=batch_size, epochs=1, limit=batch_size, device=device, out=tempfile.mkdtemp(),
+                       **kw), progress=False)
     t = trainer()
     xb, _ = next(iter(t.loader))
     m, opt = t.method, t.optimizer
@@ -168,8 +178,10 @@ def bench_profile(method: str = "sidae", # a key of `METHODS`
         for _ in range(steps):
             s = clock(); tr.step(xb, None); ts.append(clock() - s)
         return sorted(ts)[len(ts) // 2]
-    result = {"method": method, "batch_size": batch_size, "device": str(t.device), "threads": torch.get_num_threads(), "steps": steps,
-              **{f"{k}_s": v for k, v in med.items()}}
+    result = {
+        "method": method, "batch_size": batch_size, "device": str(t.device), "threads": torch.get_num_threads(),
+        "steps": steps, **{f"{k}_s": v for k, v in med.items()}
+    }
     result["step_s"] = step_time(t)
     result["steps_per_minute"] = 60 / result["step_s"]
     result["channels_last_off_step_s"] = step_time(trainer(channels_last=False))
@@ -179,7 +191,9 @@ def bench_profile(method: str = "sidae", # a key of `METHODS`
         finally: torch.set_num_threads(n)
     else: result["one_thread_step_s"] = None
     xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
-    s = clock(); probe_images(random_init(t.config, xtr, ytr).to(t.device), xtr, ytr, xte, yte, (1.0, 0.01)); result["probe_s"] = clock() - s
+    s = clock()
+    probe_images(random_init(t.config, xtr, ytr).to(t.device), xtr, ytr, xte, yte, (1.0, 0.01))
+    result["probe_s"] = clock() - s
     return result
 
 # %% ../nbs/16_bench.ipynb #6315ff69
@@ -188,14 +202,17 @@ def bench_presets(device: str = "auto",
                   steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps (cuDNN picks its algorithms)
                   batch_size: int | None = None, # None: each preset's own batch
                  ) -> list[dict]:
-    "Images per second of `Trainer.step` for each paper preset on `device`, beside the cost model's H200 figure and issue 19's H200 measurement."
+    """Images per second of `Trainer.step` for each paper preset on `device`, beside the cost model's H200 figure and
+    issue 19's H200 measurement."""
     import tempfile
     from ssl_ae.recipes import GPUS, H200_STEPS, step_seconds, counted_cost, paper_config
     from ssl_ae.train import Trainer
     rows = []
     for method, dataset, measured in presets or H200_STEPS:
-        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
-        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(),
+                           **({"batch_size": batch_size} if batch_size else {})).resolved()
+        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size),
+                               dtype=torch.uint8)
         t = Trainer(cfg, progress=False, images=images)
         sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
         batches = iter(t.loader)
@@ -204,12 +221,14 @@ def bench_presets(device: str = "auto",
         for _ in range(steps): t.step(next(batches)[0])
         sync(); seconds = (time.perf_counter() - start) / steps
         model = step_seconds(counted_cost(cfg), cfg.batch_size, GPUS["H200"])
-        rows.append({"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size, "device": str(t.device),
-                     "images_per_s": cfg.batch_size / seconds, "model_h200_images_per_s": cfg.batch_size / model,
-                     "issue19_h200_images_per_s": measured})
+        rows.append({
+            "preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size, "device": str(t.device),
+            "images_per_s": cfg.batch_size / seconds, "model_h200_images_per_s": cfg.batch_size / model,
+            "issue19_h200_images_per_s": measured
+        })
     return rows
 
-# %% ../nbs/16_bench.ipynb #482b2430
+# %% ../nbs/16_bench.ipynb #7f0ea746
 H200_BF16_TFLOPS = 790 # an 8192³ bf16 matrix product on one H200, measured in issue 23: the arithmetic bound of a step
 
 def _time_steps(trainer, batches, warmup: int, steps: int) -> float:
@@ -221,20 +240,24 @@ def _time_steps(trainer, batches, warmup: int, steps: int) -> float:
     sync()
     return (time.perf_counter() - start) / steps
 
+# %% ../nbs/16_bench.ipynb #7ca18180
 def bench_capture(device: str = "auto",
                   presets=None, # (method, data set, images/s) rows; default: chapter 12's `H200_STEPS`
                   steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps (the captured step records at the fourth)
                   batch_size: int | None = None, # None: each preset's own batch
                   quick_start: bool = True, # also time the README's quick start, eager and captured
                  ) -> dict:
-    "Images per second of each paper preset's `Trainer.step`, eager (`compile='off'`) and as chosen by `compile='auto'` (a CUDA graph on a GPU), beside the arithmetic bound."
+    """Images per second of each paper preset's `Trainer.step`, eager (`compile='off'`) and as chosen by
+    `compile='auto'` (a CUDA graph on a GPU), beside the arithmetic bound."""
     import tempfile
     from ssl_ae.recipes import H200_STEPS, counted_cost, paper_config, quick_config
     from ssl_ae.train import Trainer
     rows = []
     for method, dataset, _ in presets or H200_STEPS:
-        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
-        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(),
+                           **({"batch_size": batch_size} if batch_size else {})).resolved()
+        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size),
+                               dtype=torch.uint8)
         row = {"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size}
         for name, mode in (("eager", "off"), ("auto", "auto")):
             t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
@@ -250,13 +273,13 @@ def bench_capture(device: str = "auto",
     if quick_start:  # the README's main job: the quick-start recipe on the toy images, training only
         q = {}
         for name, mode in (("eager", "off"), ("auto", "auto")):
-            t = Trainer(quick_config("sidae", limit=None, device=device, knn_every=0, compile=mode, out=tempfile.mkdtemp()), progress=False)
+            t = Trainer(quick_config("sidae", limit=None, device=device, knn_every=0, compile=mode, out=tempfile.mkdtemp()),
+                        progress=False)
             start = time.perf_counter(); t.fit()
             if t.device.type == "cuda": torch.cuda.synchronize()
             q[f"{name}_train_s"], q["mode"], q["steps"] = time.perf_counter() - start, t.mode, len(t.loader) * t.config.epochs
         result["quick_start"] = q
     return result
-
 
 # %% ../nbs/16_bench.ipynb #62c68f0a
 def bench_lightly(device: str = "auto",
@@ -273,7 +296,8 @@ def bench_lightly(device: str = "auto",
     from ssl_ae.train import Trainer
     from ssl_ae.devices import amp_dtype
     from ssl_ae.recipes import paper_config
-    cfg = paper_config("simsiam", "cifar10", device=device, out=tempfile.mkdtemp(), **({"batch_size": batch_size} if batch_size else {})).resolved()
+    cfg = paper_config("simsiam", "cifar10", device=device, out=tempfile.mkdtemp(),
+                       **({"batch_size": batch_size} if batch_size else {})).resolved()
     images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, 32, 32), dtype=torch.uint8)
     result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options}
     for name, mode in (("ours_eager", "off"), ("ours", "auto")):
@@ -284,7 +308,8 @@ def bench_lightly(device: str = "auto",
     del t
     torch.manual_seed(cfg.seed)
     backbone = build_method("simsiam", backbone=cfg.backbone).backbone
-    hidden = o.get("hidden") or o["dim"]  # the same head sizes as ours: projector 512 → hidden → dim, predictor dim → dim/4 → dim
+    hidden = o.get("hidden") or o[
+        "dim"]  # the same head sizes as ours: projector 512 → hidden → dim, predictor dim → dim/4 → dim
     projector = SimSiamProjectionHead(backbone.out_dim, hidden, o["dim"])
     predictor = SimSiamPredictionHead(o["dim"], o["dim"] // 4, o["dim"])
     model = torch.nn.ModuleDict({"backbone": backbone, "projector": projector, "predictor": predictor}).to(dev)
@@ -293,9 +318,9 @@ def bench_lightly(device: str = "auto",
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     criterion, dtype = NegativeCosineSimilarity(), amp_dtype(dev, cfg.amp)
     workers = os.cpu_count() if workers is None else workers
-    loader = torch.utils.data.DataLoader(_TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])), batch_size=cfg.batch_size,
-                                         shuffle=True, drop_last=True, num_workers=workers, pin_memory=dev.type == "cuda",
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(_TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])),
+                                         batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                                         pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
     def lightly_step(x0, x1):
         x0, x1 = x0.to(dev, non_blocking=True), x1.to(dev, non_blocking=True)
         if cl: x0, x1 = x0.contiguous(memory_format=torch.channels_last), x1.contiguous(memory_format=torch.channels_last)

@@ -33,7 +33,8 @@ def check_setting(name: str, # a key of `INTERVALS` or `CHOICES`
                  ):
     "Return `value` if setting `name` may take it; otherwise raise a `ValueError` in one line that says what it may be."
     if name in CHOICES:
-        if value not in CHOICES[name]: raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}; got {value!r}.")
+        if value not in CHOICES[name]: raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}; got "
+                                                        f"{value!r}.")
         return value
     lo, hi, lo_open = INTERVALS[name]
     if hi < math.inf: check_range(name, value, lo, hi, lo_open)

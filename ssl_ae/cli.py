@@ -15,13 +15,19 @@ __all__ = ['config_from_args', 'parser', 'main']
 
 # %% ../nbs/17_cli.ipynb #8fabe959
 def __getattr__(name):
-    "`QUICKSTART`, this module's copy of the quick recipe until issue 20, kept for one release with a deprecation warning."
+    """`QUICKSTART`, this module's copy of the quick recipe until issue 20, kept for one release with a deprecation
+    warning."""
     if name != "QUICKSTART": raise AttributeError(f"module 'ssl_ae.cli' has no attribute {name!r}")
     import warnings
     from ssl_ae.recipes import QUICK_OPTIONS, QUICK_RECIPE
-    warnings.warn("ssl_ae.cli.QUICKSTART is deprecated and will be removed: the quick start's recipe is recipes.QUICK_RECIPE "
-                  "(on every toy image), and recipes.quick_config('sidae', limit=None) its Config.", DeprecationWarning, stacklevel=2)
-    return {**{k: v for k, v in QUICK_RECIPE.items() if k not in ("dataset", "limit", "warmup_epochs")}, "options": {"w": 0.5, **QUICK_OPTIONS["sidae"]}}
+    warnings.warn(
+        "ssl_ae.cli.QUICKSTART is deprecated and will be removed: the quick start's recipe is recipes.QUICK_RECIPE "
+        "(on every toy image), and recipes.quick_config('sidae', limit=None) its Config.", DeprecationWarning, stacklevel=2)
+    return {
+        **{k: v for k, v in QUICK_RECIPE.items() if k not in ("dataset", "limit", "warmup_epochs")}, "options": {
+            "w": 0.5, **QUICK_OPTIONS["sidae"]
+        }
+    }
 
 # %% ../nbs/17_cli.ipynb #0d0dcac3
 _OPTION_FLAGS = {  # flag -> (method option, type, help)
@@ -39,11 +45,13 @@ _OPTION_FLAGS = {  # flag -> (method option, type, help)
 def config_from_args(args):
     "The `train.Config` that `ssl_ae pretrain` flags describe."
     from ssl_ae.train import Config
-    fields = dict(method=args.method or "sidae", dataset=args.dataset, data=args.data, download=args.download, seed=args.seed, device=args.device,
+    fields = dict(method=args.method or "sidae", dataset=args.dataset, data=args.data, download=args.download,
+                  seed=args.seed, device=args.device,
                   amp=False if args.no_amp else {"auto": True, "off": False}.get(args.amp, args.amp), compile=args.compile,
-                  checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes, keep_every=args.keep_every, out=args.out,
-                  limit=args.limit, paper=args.paper, image_size=args.image_size)
-    for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "augment"):
+                  checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                  keep_every=args.keep_every, out=args.out, limit=args.limit, paper=args.paper, image_size=args.image_size)
+    for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs",
+                 "augment"):
         if getattr(args, name) is not None: fields[name] = getattr(args, name)
     options = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
     if args.dataset == "toy":  # unset flags take chapter 12's quick recipe (every toy image: `limit` is the flag's)
@@ -54,7 +62,7 @@ def config_from_args(args):
     fields["knn_every"] = args.knn_every if args.knn_every is not None else (5 if args.dataset == "toy" else 10)
     return Config(**fields, options=options)
 
-# %% ../nbs/17_cli.ipynb #7fccc6b5
+# %% ../nbs/17_cli.ipynb #eb888964
 def _pretrain(args) -> int:
     from ssl_ae.evaluate import pretrain_and_evaluate
     cfg = config_from_args(args)
@@ -64,28 +72,43 @@ def _pretrain(args) -> int:
     if resume:
         from ssl_ae.train import load_checkpoint
         load_checkpoint(resume, method=args.method)  # fail fast, with the reason (and refuse another method's checkpoint)
-    s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol, recalibrate=False if args.no_recalibrate else None,
-                              progress=not args.quiet, **overrides)
+    s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol,
+                              recalibrate=False if args.no_recalibrate else None, progress=not args.quiet, **overrides)
     print()
-    print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} on {s['device']}, {s['seconds']:.0f} s")
+    print(
+        f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} on "
+        f"{s['device']}, {s['seconds']:.0f} s"
+    )
     if s["probe_accuracy"] is None:
-        print("linear probe skipped: the data have no labelled test split (for one, give the folder train/ and test/ subfolders of class folders)")
+        print(
+            "linear probe skipped: the data have no labelled test split (for one, give the folder train/ and test/ "
+            "subfolders of class folders)"
+        )
     else:
-        print(f"linear probe ({s['probe_protocol']} protocol{', BatchNorm recalibrated on clean images' if s['bn_recalibrated'] else ''}):")
+        print(
+            f"linear probe ({s['probe_protocol']} "
+            f"protocol{', BatchNorm recalibrated on clean images' if s['bn_recalibrated'] else ''}):"
+        )
         print(f"  {'encoder':<28}{'test accuracy':>14}")
         print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")
         print(f"  {'same network, random init':<28}{s['random_init_probe_accuracy']:>14.1%}")
-    print(f"files in {cfg.out}: last.pt history.csv summary.json loss_curve.png" + (" reconstructions.png" if (Path(cfg.out) / "reconstructions.png").exists() else ""))
+    print(f"files in {cfg.out}: last.pt history.csv summary.json loss_curve.png" +
+          (" reconstructions.png" if (Path(cfg.out) / "reconstructions.png").exists() else ""))
     return 0
 
+# %% ../nbs/17_cli.ipynb #0d1a5e37
 def _export(args) -> int:
     from ssl_ae.evaluate import export_backbone
     info = export_backbone(args.checkpoint, args.out)
-    print(f"wrote {args.out}: {info['architecture']} encoder ({info['out_dim']}-d features, {info['image_size']} px input), "
-          f"{sum(v.numel() for v in info['state_dict'].values()):,} numbers; load it with torch.load({str(args.out)!r}, weights_only=True), "
-          f"then {info['build']}")
+    print(
+        f"wrote {args.out}: {info['architecture']} encoder ({info['out_dim']}-d features, {info['image_size']} px "
+        "input), "
+        f"{sum(v.numel() for v in info['state_dict'].values()):,} numbers; load it with torch.load({str(args.out)!r}, "
+        "weights_only=True), "
+        f"then {info['build']}")
     return 0
 
+# %% ../nbs/17_cli.ipynb #28824095
 def _evaluate(args) -> int:
     from ssl_ae.data import load_dataset
     import dataclasses
@@ -99,15 +122,19 @@ def _evaluate(args) -> int:
     data = args.data or cfg["data"]
     method = load_method(args.checkpoint, device)
     size = cfg.get("image_size", 32)
-    xtr, ytr = load_dataset(cfg["dataset"], data, "train", size=size); xte, yte = load_dataset(cfg["dataset"], data, "test", size=size)
+    xtr, ytr = load_dataset(cfg["dataset"], data, "train", size=size)
+    xte, yte = load_dataset(cfg["dataset"], data, "test", size=size)
     p = PROTOCOLS[args.protocol]
     if args.no_recalibrate: p = dataclasses.replace(p, recalibrate=False)
     ftr, fte = encoder_features(method, xtr, xte, recalibrate=p.recalibrate)
     fractions, seeds = tuple(args.fractions), tuple(range(args.seeds))
-    table = probe_table(ftr, ytr, fte, yte, fractions, seeds, p) if p.augment is None else probe_images(method, xtr, ytr, xte, yte, fractions, seeds, p)
-    result = {"checkpoint": str(args.checkpoint), "method": cfg["method"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"],
-              "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
-              "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
+    table = probe_table(ftr, ytr, fte, yte, fractions, seeds, p) if p.augment is None else probe_images(
+        method, xtr, ytr, xte, yte, fractions, seeds, p)
+    result = {
+        "checkpoint": str(args.checkpoint), "method": cfg["method"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"],
+        "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
+        "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}
+    }
     Path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
     if args.json: print(json.dumps(result)); return 0
     print(f"{cfg['method']} on {cfg['dataset']}, epoch {ckpt['epoch']}: kNN accuracy {result['knn_accuracy']:.1%}")
@@ -115,79 +142,106 @@ def _evaluate(args) -> int:
     for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}{se:>8.1%}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #473c8460
+# %% ../nbs/17_cli.ipynb #ec9ff972
 def _report(result: dict, rows: list, as_json: bool, title: str) -> int:
     if as_json: print(json.dumps(result)); return 0
     print(title)
     for label, value in rows: print(f"  {label:<50}{value:>16}")
     return 0
 
+# %% ../nbs/17_cli.ipynb #e6a96b45
 def _bench_augment(args) -> int:
     from ssl_ae.bench import bench_augment
-    r = bench_augment(images=args.images, batch_size=args.batch_size, workers=args.workers, preset=args.preset, device=args.device)
+    r = bench_augment(images=args.images, batch_size=args.batch_size, workers=args.workers, preset=args.preset,
+                      device=args.device)
     rows = [(f"ours: batched, CPU, {r['threads']} threads", f"{r['ours_views_per_s']:,.0f} views/s"),
-            (f"torchvision v2 per image, {r['workers']} DataLoader workers", f"{r['torchvision_views_per_s']:,.0f} views/s"),
-            ("speed-up", f"{r['speedup']:.1f}x")]
+            (f"torchvision v2 per image, {r['workers']} DataLoader workers",
+             f"{r['torchvision_views_per_s']:,.0f} views/s"), ("speed-up", f"{r['speedup']:.1f}x")]
     if r["gpu_views_per_s"] is not None:
         rows += [(f"ours: batched, {r['gpu']}", f"{r['gpu_batched_views_per_s']:,.0f} views/s"),
-                 (f"ours: {'one kernel per view' if r['fused'] else 'batched (no kernel for this size)'}, {r['gpu']}", f"{r['gpu_views_per_s']:,.0f} views/s"),
+                 (f"ours: {'one kernel per view' if r['fused'] else 'batched (no kernel for this size)'}, {r['gpu']}",
+                  f"{r['gpu_views_per_s']:,.0f} views/s"),
                  (f"ours: the same as one CUDA graph, {r['gpu']}", f"{r['gpu_captured_views_per_s']:,.0f} views/s")]
-    return _report(r, rows, args.json, f"augmentation throughput, preset {r['preset']}, {r['images']:,} images of 32x32, batch {r['batch_size']}")
+    return _report(
+        r, rows, args.json,
+        f"augmentation throughput, preset {r['preset']}, {r['images']:,} images of 32x32, batch {r['batch_size']}")
 
 def _bench_step(args) -> int:
     from ssl_ae.bench import bench_step
     r = bench_step(backbone=args.backbone, batch_size=args.batch_size, steps=args.steps, device=args.device)
-    rows = [("Trainer.step", f"{r['trainer_s_per_step'] * 1e3:.1f} ms"), ("minimal hand-written step", f"{r['minimal_s_per_step'] * 1e3:.1f} ms"),
+    rows = [("Trainer.step", f"{r['trainer_s_per_step'] * 1e3:.1f} ms"),
+            ("minimal hand-written step", f"{r['minimal_s_per_step'] * 1e3:.1f} ms"),
             ("ratio (target <= 1.10)", f"{r['ratio']:.3f}")]
-    return _report(r, rows, args.json, f"SidAE training step, backbone {r['backbone']}, batch {r['batch_size']}, {r['device']}, median of {r['steps']}")
+    return _report(
+        r, rows, args.json,
+        f"SidAE training step, backbone {r['backbone']}, batch {r['batch_size']}, {r['device']}, median of {r['steps']}")
 
 def _bench_profile(args) -> int:
     from ssl_ae.bench import bench_profile
     r = bench_profile(method=args.method, batch_size=args.batch_size, steps=args.steps, device=args.device)
-    rows = [(name, f"{r[f'{k}_s'] * 1e3:.0f} ms ({r[f'{k}_s'] / r['step_s']:.0%})") for k, name in
-            (("augment", "augmentation (two views)"), ("forward", "forward"), ("backward", "backward"), ("optimizer", "optimiser"))]
+    rows = [(name, f"{r[f'{k}_s'] * 1e3:.0f} ms ({r[f'{k}_s'] / r['step_s']:.0%})")
+            for k, name in (("augment", "augmentation (two views)"), ("forward", "forward"), ("backward", "backward"),
+                            ("optimizer", "optimiser"))]
     rows += [("  of the forward: encoder, both views (no grad)", f"{r['encoder_s'] * 1e3:.0f} ms"),
              ("whole step (Trainer.step)", f"{r['step_s'] * 1e3:.0f} ms = {r['steps_per_minute']:.0f} steps/min"),
              ("step with channels-last off", f"{r['channels_last_off_step_s'] / r['step_s']:.2f}x")]
     if r["one_thread_step_s"]: rows.append(("step with one thread", f"{r['one_thread_step_s'] / r['step_s']:.2f}x"))
     rows.append(("one probe (5,000 digits, 2 fractions)", f"{r['probe_s']:.1f} s"))
-    return _report(r, rows, args.json, f"{r['method']} training step on the cpu recipe, batch {r['batch_size']}, {r['device']}, {r['threads']} threads, median of {r['steps']}")
+    return _report(
+        r, rows, args.json,
+        f"{r['method']} training step on the cpu recipe, batch {r['batch_size']}, {r['device']}, {r['threads']} "
+        f"threads, median of {r['steps']}"
+    )
 
+# %% ../nbs/17_cli.ipynb #9da91318
 def _bench_capture(args) -> int:
     from ssl_ae.bench import bench_capture
     r = bench_capture(device=args.device, steps=args.steps)
-    rows = [(p["preset"], f"{p['eager_images_per_s']:,.0f} → {p['auto_images_per_s']:,.0f} images/s ({p['speedup']:.1f}x, {p['fraction_of_bound']:.0%} of the bound)")
-            for p in r["presets"]]
+    rows = [(
+        p["preset"],
+        f"{p['eager_images_per_s']:,.0f} → {p['auto_images_per_s']:,.0f} images/s ({p['speedup']:.1f}x, "
+        f"{p['fraction_of_bound']:.0%} of the bound)"
+    ) for p in r["presets"]]
     q = r.get("quick_start")
     if q: rows.append(("quick start, training", f"{q['eager_train_s']:.1f} s → {q['auto_train_s']:.1f} s"))
     mode = r["presets"][0]["mode"] if r["presets"] else "eager"
-    return _report(r, rows, args.json, f"paper presets, eager → compile=auto ({mode}), {r['presets'][0]['device'] if r['presets'] else args.device}, {args.steps} steps each")
+    return _report(
+        r, rows, args.json,
+        f"paper presets, eager → compile=auto ({mode}), {r['presets'][0]['device'] if r['presets'] else args.device}, "
+        f"{args.steps} steps each"
+    )
 
 def _bench_lightly(args) -> int:
     try: from lightly.models.modules import SimSiamProjectionHead  # noqa: F401
     except ImportError: raise SystemExit("error: ssl_ae bench lightly needs lightly: pip install lightly") from None
     from ssl_ae.bench import bench_lightly
     r = bench_lightly(device=args.device, steps=args.steps, workers=args.workers)
-    rows = [("ssl_ae, eager", f"{r['ours_eager_images_per_s']:,.0f} images/s"), (f"ssl_ae, compile=auto ({r['mode']})", f"{r['ours_images_per_s']:,.0f} images/s"),
-            (f"lightly {r['lightly_version']}, {r['lightly_workers']} DataLoader workers", f"{r['lightly_images_per_s']:,.0f} images/s"),
-            ("speed-up over lightly", f"{r['speedup']:.1f}x")]
-    return _report(r, rows, args.json, f"SimSiam's CIFAR-10 step, {r['backbone']}, batch {r['batch_size']}, {r['device']}")
+    rows = [("ssl_ae, eager", f"{r['ours_eager_images_per_s']:,.0f} images/s"),
+            (f"ssl_ae, compile=auto ({r['mode']})", f"{r['ours_images_per_s']:,.0f} images/s"),
+            (f"lightly {r['lightly_version']}, {r['lightly_workers']} DataLoader workers",
+             f"{r['lightly_images_per_s']:,.0f} images/s"), ("speed-up over lightly", f"{r['speedup']:.1f}x")]
+    return _report(r, rows, args.json, f"SimSiam's CIFAR-10 step, {r['backbone']}, batch {r['batch_size']}, "
+                                       f"{r['device']}")
 
 def _bench_eval(args) -> int:
     from ssl_ae.bench import bench_eval
     r = bench_eval(backbone=args.backbone, images=args.images, epochs=args.epochs, device=args.device)
-    rows = [("features cached once", f"{r['cached_s']:.1f} s"), ("features recomputed every epoch", f"{r['recomputed_s']:.1f} s"),
-            ("speed-up", f"{r['speedup']:.1f}x")]
-    return _report(r, rows, args.json, f"linear probe, {r['epochs']} epochs, {r['images']:,} toy images, backbone {r['backbone']}, {r['device']}")
+    rows = [("features cached once", f"{r['cached_s']:.1f} s"),
+            ("features recomputed every epoch", f"{r['recomputed_s']:.1f} s"), ("speed-up", f"{r['speedup']:.1f}x")]
+    return _report(
+        r, rows, args.json,
+        f"linear probe, {r['epochs']} epochs, {r['images']:,} toy images, backbone {r['backbone']}, {r['device']}")
 
 # %% ../nbs/17_cli.ipynb #9f595219
 def _device(text: str) -> str:
-    "A --device value: auto, or a torch device of type cpu, cuda or mps (whether it is there is checked when it is used)."
+    """A --device value: auto, or a torch device of type cpu, cuda or mps (whether it is there is checked when it is
+    used)."""
     import torch
     if text == "auto": return text
     try: kind = torch.device(text).type
     except RuntimeError: kind = None
-    if kind not in ("cpu", "cuda", "mps"): raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
     return text
 
 def _positive(text: str) -> int:
@@ -207,49 +261,78 @@ def _add_pretrain(sub):
     from ssl_ae.data import DATASETS, IMAGE_SIZES
     from ssl_ae.methods import BACKBONES, METHODS
     from ssl_ae.papers import PAPERS, PROTOCOLS
-    pre = sub.add_parser("pretrain", help="pretrain a method, then linear-probe it against its random initialisation",
-                         description="Pretrain a self-supervised method, then compare the linear-probe accuracy of its backbone with the "
-                                     "same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
-                                     "start, a few minutes on a CPU). Writes last.pt, history.csv, summary.json, loss_curve.png and "
-                                     "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
-                                     "recipe on the toy data).")
-    pre.add_argument("--method", choices=list(METHODS), metavar="NAME", help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
-    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME",
-                     help=f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data (class subfolders or flat)")
-    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets, or your images with --dataset folder (default: data)")
-    pre.add_argument("--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX",
-                     help=f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set is resized to it (default: 32)")
-    pre.add_argument("--download", action="store_true", help="let torchvision download missing data files (needs internet)")
+    pre = sub.add_parser(
+        "pretrain", help="pretrain a method, then linear-probe it against its random initialisation",
+        description="Pretrain a self-supervised method, then compare the linear-probe accuracy of its backbone "
+                    "with the "
+        "same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
+        "start, a few minutes on a CPU). Writes last.pt, history.csv, summary.json, loss_curve.png and "
+        "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
+        "recipe on the toy data).")
+    pre.add_argument("--method", choices=list(METHODS), metavar="NAME",
+                     help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
+    pre.add_argument(
+        "--dataset", default="toy", choices=list(DATASETS), metavar="NAME", help=
+        f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data (class subfolders or "
+        "flat)")
+    pre.add_argument("--data", default="data",
+                     help="folder holding the torchvision data sets, or your images with --dataset folder (default: "
+                          "data)")
+    pre.add_argument(
+        "--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX", help=
+        f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set is resized to it "
+        "(default: 32)"
+    )
+    pre.add_argument("--download", action="store_true", help="let torchvision download missing data files (needs "
+                                                             "internet)")
     pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME", help=f"one of {', '.join(BACKBONES)}")
     pre.add_argument("--epochs", type=_positive, help="pretraining epochs")
     pre.add_argument("--batch-size", type=_positive, help="global batch size (split over GPUs under torchrun)")
     pre.add_argument("--optimizer", choices=["sgd", "adam"], help="sgd (momentum 0.9) or adam")
     pre.add_argument("--lr", type=float, help="base learning rate")
     pre.add_argument("--weight-decay", type=float, help="weight decay")
-    pre.add_argument("--schedule", choices=["cosine", "warmup_constant", "warmup_cosine", "constant"], help="learning-rate schedule")
+    pre.add_argument("--schedule", choices=["cosine", "warmup_constant", "warmup_cosine", "constant"],
+                     help="learning-rate schedule")
     pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs")
-    pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET", help=f"augmentation preset: {', '.join(PRESETS)}")
-    pre.add_argument("--paper", choices=list(PAPERS), help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
+    pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET",
+                     help=f"augmentation preset: {', '.join(PRESETS)}")
+    pre.add_argument(
+        "--paper", choices=list(PAPERS),
+        help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
     for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
     pre.add_argument("--limit", type=_positive, help="use only the first N training images")
-    pre.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation (default: 0)")
-    pre.add_argument("--device", type=_device, default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
-    pre.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                     help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on the CPU), "
-                          "bf16 or fp16 (forced, the CPU too), off (default: auto)")
+    pre.add_argument("--seed", type=int, default=0,
+                     help="seed of initialisation, batch order and augmentation (default: 0)")
+    pre.add_argument("--device", type=_device, default="auto",
+                     help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
+    pre.add_argument(
+        "--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help=
+        "mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on "
+        "the CPU), "
+        "bf16 or fp16 (forced, the CPU too), off (default: auto)")
     pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
-    pre.add_argument("--compile", nargs="?", const="default", default="auto", choices=["auto", "graphs", "default", "off"],
-                     help="how a step runs: auto (the whole step as one CUDA graph on one GPU, else eager), graphs, default (torch.compile; "
-                          "also plain --compile) or off (eager) (default: auto)")
-    pre.add_argument("--knn-every", type=int, default=None, help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
+    pre.add_argument(
+        "--compile", nargs="?", const="default", default="auto", choices=["auto", "graphs", "default", "off"], help=
+        "how a step runs: auto (the whole step as one CUDA graph on one GPU, else eager), graphs, default "
+        "(torch.compile; "
+        "also plain --compile) or off (eager) (default: auto)")
+    pre.add_argument("--knn-every", type=int, default=None,
+                     help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
     pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")
-    pre.add_argument("--checkpoint-minutes", type=float, default=0, help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
+    pre.add_argument(
+        "--checkpoint-minutes", type=float, default=0,
+        help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
     pre.add_argument("--keep-every", type=int, default=0, help="also keep epoch_NNN.pt every N epochs (default: 0, off)")
     pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                      help="continue from CHECKPOINT (default: OUT/last.pt); --epochs extends the run")
-    pre.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol: package (SidAE's, with standardised features and BatchNorm re-estimated), or a paper's (default: package)")
-    pre.add_argument("--no-recalibrate", action="store_true", help="probe without re-estimating BatchNorm statistics on clean images")
+    pre.add_argument(
+        "--protocol", default="package", choices=list(PROTOCOLS), help=
+        "linear-probe protocol: package (SidAE's, with standardised features and BatchNorm re-estimated), or a paper's "
+        "(default: package)"
+    )
+    pre.add_argument("--no-recalibrate", action="store_true",
+                     help="probe without re-estimating BatchNorm statistics on clean images")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(run=_pretrain)
 
@@ -258,13 +341,17 @@ def _add_pretrain(sub):
 def _add_evaluate(sub):
     "The `evaluate` command: a checkpoint's probe table and kNN accuracy."
     from ssl_ae.papers import PROTOCOLS
-    ev = sub.add_parser("evaluate", help="linear-probe table and kNN accuracy of a pretrained checkpoint",
-                        description="Evaluate a checkpoint's backbone on its data set: linear probes (label fractions × seeds, mean and "
-                                    "standard error) and kNN accuracy. Writes evaluation.json next to the checkpoint.")
+    ev = sub.add_parser(
+        "evaluate", help="linear-probe table and kNN accuracy of a pretrained checkpoint",
+        description="Evaluate a checkpoint's backbone on its data set: linear probes (label fractions × seeds, "
+                    "mean and "
+        "standard error) and kNN accuracy. Writes evaluation.json next to the checkpoint.")
     ev.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
     ev.add_argument("--data", default=None, help="folder holding the data set (default: the one the run used)")
-    ev.add_argument("--protocol", default="package", choices=list(PROTOCOLS), help="linear-probe protocol (default: package)")
-    ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 0.01)")
+    ev.add_argument("--protocol", default="package", choices=list(PROTOCOLS),
+                    help="linear-probe protocol (default: package)")
+    ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 "
+                                                                                    "0.01)")
     ev.add_argument("--seeds", type=_positive, default=3, help="repeats per fraction (default: 3)")
     ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
@@ -275,10 +362,12 @@ def _add_evaluate(sub):
 # %% ../nbs/17_cli.ipynb #7a8f3b0d
 def _add_export(sub):
     "The `export` command: a checkpoint's encoder as a plain state dict."
-    exp = sub.add_parser("export", help="write a checkpoint's encoder as a plain PyTorch state dict, loadable without ssl_ae",
-                         description="Write the encoder of a checkpoint as a plain state dict: torchvision's ResNet-18 (with the run's stem), "
-                                     "White's network or the small network, with the input normalisation, the image size and the code that "
-                                     "rebuilds the network recorded next to the weights. Load it with torch.load(OUT, weights_only=True).")
+    exp = sub.add_parser(
+        "export", help="write a checkpoint's encoder as a plain PyTorch state dict, loadable without ssl_ae",
+        description="Write the encoder of a checkpoint as a plain state dict: torchvision's ResNet-18 (with the run's "
+                    "stem), "
+        "White's network or the small network, with the input normalisation, the image size and the code that "
+        "rebuilds the network recorded next to the weights. Load it with torch.load(OUT, weights_only=True).")
     exp.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
     exp.add_argument("out", help="the file to write, e.g. encoder.pt")
     exp.set_defaults(run=_export)
@@ -290,50 +379,64 @@ def _add_bench(sub):
     bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
                            description="Speed benchmarks; each compares two ways of doing the same work in one run.")
     what = bench.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
-    aug = what.add_parser("augment", help="augmented views per second: ours batched vs torchvision per image",
-                          description="Views per second for an augmentation preset on 32x32 uint8 toy images: our batched pipeline "
-                                      "on the CPU (and on the GPU when there is one) against torchvision's per-image v2 pipeline "
-                                      "in a DataLoader.")
+    aug = what.add_parser(
+        "augment", help="augmented views per second: ours batched vs torchvision per image",
+        description="Views per second for an augmentation preset on 32x32 uint8 toy images: our batched pipeline "
+        "on the CPU (and on the GPU when there is one) against torchvision's per-image v2 pipeline "
+        "in a DataLoader.")
     aug.add_argument("--images", type=_positive, default=16_384, help="images per timed pass (default: 16384)")
     aug.add_argument("--batch-size", type=_positive, default=512, help="images per batch (default: 512)")
-    aug.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for the torchvision pipeline (default: 2)")
-    aug.add_argument("--device", type=_device, default="auto", help="also time our pipeline on this GPU: auto (CUDA if present), cuda, cuda:N, cpu (default: auto)")
-    aug.add_argument("--preset", default="simsiam_cifar", help="augmentation preset, a key of ssl_ae.augment.PRESETS (default: simsiam_cifar)")
-    step = what.add_parser("step", help="seconds per training step: Trainer.step vs a minimal hand-written step",
-                           description="One SidAE training step through the trainer against a minimal hand-written step with the same "
-                                       "model and batch, alternated. Target: ratio <= 1.10.")
+    aug.add_argument("--workers", type=int, default=2,
+                     help="DataLoader worker processes for the torchvision pipeline (default: 2)")
+    aug.add_argument("--device", type=_device, default="auto",
+                     help="also time our pipeline on this GPU: auto (CUDA if present), cuda, cuda:N, cpu (default: "
+                          "auto)")
+    aug.add_argument("--preset", default="simsiam_cifar",
+                     help="augmentation preset, a key of ssl_ae.augment.PRESETS (default: simsiam_cifar)")
+    step = what.add_parser(
+        "step", help="seconds per training step: Trainer.step vs a minimal hand-written step",
+        description="One SidAE training step through the trainer against a minimal hand-written step with the same "
+        "model and batch, alternated. Target: ratio <= 1.10.")
     step.add_argument("--backbone", default="small", help="backbone (default: small)")
     step.add_argument("--batch-size", type=_positive, default=256, help="batch size (default: 256)")
     step.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
     step.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    evb = what.add_parser("eval", help="linear probe with cached features vs recomputing them every epoch",
-                          description="A 50-epoch linear probe on toy images with features computed once, against recomputing the "
-                                      "frozen backbone's features in every epoch.")
+    evb = what.add_parser(
+        "eval", help="linear probe with cached features vs recomputing them every epoch",
+        description="A 50-epoch linear probe on toy images with features computed once, against recomputing the "
+        "frozen backbone's features in every epoch.")
     evb.add_argument("--backbone", default="small", help="backbone (default: small)")
     evb.add_argument("--images", type=_positive, default=2000, help="training images (default: 2000)")
     evb.add_argument("--epochs", type=_positive, default=50, help="probe epochs (default: 50)")
     evb.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    prof = what.add_parser("profile", help="where a cpu-scale training step's time goes, and one probe",
-                           description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
-                                       "augmentation, forward (and the encoder's share), backward, optimiser; the step with channels-last "
-                                       "off and with one thread; one linear probe at two label fractions.")
+    prof = what.add_parser(
+        "profile", help="where a cpu-scale training step's time goes, and one probe",
+        description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
+        "augmentation, forward (and the encoder's share), backward, optimiser; the step with channels-last "
+        "off and with one thread; one linear probe at two label fractions.")
     prof.add_argument("--method", default="sidae", help="method (default: sidae)")
     prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
     prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
     prof.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    cap = what.add_parser("capture", help="images per second of each paper preset: eager vs the whole step as one CUDA graph",
-                          description="Each paper preset's training step, eagerly and as compile=auto runs it (one CUDA graph on a GPU), "
-                                      "beside the bound that its FLOPs set at 790 TFLOP/s; and the quick start's training time.")
+    cap = what.add_parser(
+        "capture", help="images per second of each paper preset: eager vs the whole step as one CUDA graph",
+        description="Each paper preset's training step, eagerly and as compile=auto runs it (one CUDA graph on a GPU), "
+        "beside the bound that its FLOPs set at 790 TFLOP/s; and the quick start's training time.")
     cap.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
     cap.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    lig = what.add_parser("lightly", help="SimSiam's CIFAR-10 step: ssl_ae vs lightly with heads of the same sizes",
-                          description="SimSiam's CIFAR-10 step in ssl_ae against lightly's heads and loss fed by torchvision's per-image "
-                                      "transforms in DataLoader workers; the same backbone, batch, optimiser, precision and layout.")
+    lig = what.add_parser(
+        "lightly", help="SimSiam's CIFAR-10 step: ssl_ae vs lightly with heads of the same sizes",
+        description="SimSiam's CIFAR-10 step in ssl_ae against lightly's heads and loss fed by torchvision's per-image "
+        "transforms in DataLoader workers; the same backbone, batch, optimiser, precision and layout.")
     lig.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
     lig.add_argument("--workers", type=int, default=None, help="lightly's DataLoader workers (default: every CPU core)")
     lig.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    for b in (aug, step, evb, prof, cap, lig): b.add_argument("--json", action="store_true", help="print one JSON object")
-    aug.set_defaults(run=_bench_augment); step.set_defaults(run=_bench_step); evb.set_defaults(run=_bench_eval); prof.set_defaults(run=_bench_profile)
+    for b in (aug, step, evb, prof, cap, lig):
+        b.add_argument("--json", action="store_true", help="print one JSON object")
+    aug.set_defaults(run=_bench_augment)
+    step.set_defaults(run=_bench_step)
+    evb.set_defaults(run=_bench_eval)
+    prof.set_defaults(run=_bench_profile)
     cap.set_defaults(run=_bench_capture); lig.set_defaults(run=_bench_lightly)
 
 
@@ -341,7 +444,9 @@ def _add_bench(sub):
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `ssl_ae` command."
     from ssl_ae import __version__
-    p = _Parser(prog="ssl_ae", description="Self-supervised autoencoders for images: SidAE, AASAE, DAE + embedding losses, graded similarity.")
+    p = _Parser(
+        prog="ssl_ae",
+        description="Self-supervised autoencoders for images: SidAE, AASAE, DAE + embedding losses, graded similarity.")
     p.add_argument("--version", action="version", version=f"ssl_ae {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_pretrain, _add_evaluate, _add_export, _add_bench): add(sub)

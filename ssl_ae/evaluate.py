@@ -33,7 +33,8 @@ __all__ = ['recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'pro
 # %% ../nbs/13_evaluate.ipynb #d986b608
 @torch.no_grad()
 def recalibrate_bn(method: nn.Module, images: torch.Tensor, batch_size: int = 1024, max_images: int = 10_000) -> nn.Module:
-    "A copy of `method` whose BatchNorm running statistics are re-estimated on clean uint8 `images` (eval mode otherwise unchanged)."
+    """A copy of `method` whose BatchNorm running statistics are re-estimated on clean uint8 `images` (eval mode
+    otherwise unchanged)."""
     method = copy.deepcopy(method)
     norms = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms: return method.eval()
@@ -48,13 +49,15 @@ def encoder_features(method: nn.Module, train_images: torch.Tensor, test_images:
     enc = recalibrate_bn(method, train_images) if recalibrate else method
     return extract_features(enc, train_images), extract_features(enc, test_images)
 
-# %% ../nbs/13_evaluate.ipynb #3a2d4c7f
+# %% ../nbs/13_evaluate.ipynb #7775c5fa
 def _probe_optimizer(params, p: Protocol):
-    if p.optimizer == "sgd": return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay)
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay)
     return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
 
 def _train_linear(batches, n_features: int, n_classes: int, p: Protocol, seed: int, device):
-    "A linear classifier trained by cross-entropy on `batches()`, an iterable of (features, labels) made anew each epoch."
+    """A linear classifier trained by cross-entropy on `batches()`, an iterable of (features, labels) made anew each
+    epoch."""
     torch.manual_seed(seed)
     clf = nn.Linear(n_features, n_classes).to(device)
     opt = _probe_optimizer(clf.parameters(), p)
@@ -64,6 +67,7 @@ def _train_linear(batches, n_features: int, n_classes: int, p: Protocol, seed: i
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     return clf
 
+# %% ../nbs/13_evaluate.ipynb #49c56f11
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, # (N, D), (N,)
                  test_features: torch.Tensor, test_labels: torch.Tensor, # (M, D), (M,)
                  protocol: str | Protocol = "package", # a key of `PROTOCOLS` or a Protocol
@@ -72,7 +76,11 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, # (N,
                 ) -> float:
     "Test accuracy of a linear classifier trained on frozen features (unlabelled rows, label −1, are skipped)."
     p = as_protocol(protocol)
-    if p.augment is not None: raise ValueError(f"this protocol trains on augmented images ({p.augment!r}); use augmented_probe or probe_images, which have the images.")
+    if p.augment is not None:
+        raise ValueError(
+            f"this protocol trains on augmented images ({p.augment!r}); use augmented_probe or probe_images, which "
+            "have the images."
+        )
     device = torch.device(device) if device is not None else train_features.device
     x, y = train_features.to(device).float(), train_labels.to(device)  # everything where the classifier trains,
     xt, yt = test_features.to(device).float(), test_labels.to(device)  # whichever devices the four came from
@@ -92,7 +100,8 @@ def mean_se(values) -> tuple[float, float]:
     return v.mean().item(), (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
 
 def _labelled(labels: torch.Tensor, fraction: float = 1.0, seed: int = 0) -> torch.Tensor:
-    "Indices, on the CPU, of the labelled rows (`fraction` < 1: a class-stratified subset of them); CPU indices select rows of a tensor on any device."
+    """Indices, on the CPU, of the labelled rows (`fraction` < 1: a class-stratified subset of them); CPU indices select
+    rows of a tensor on any device."""
     return label_subset(labels, fraction, seed) if fraction < 1 else (labels.cpu() >= 0).nonzero().squeeze(1)
 
 def probe_table(train_features, train_labels, test_features, test_labels,
@@ -101,14 +110,17 @@ def probe_table(train_features, train_labels, test_features, test_labels,
                 protocol: str | Protocol = "package",
                 subset_seed: int = 0, # fixes each label subset, shared by all repeats (and methods)
                ) -> dict:
-    "{fraction: (mean accuracy, standard error)} of linear probes over `seeds`, each fraction's subset fixed by `subset_seed`."
+    """{fraction: (mean accuracy, standard error)} of linear probes over `seeds`, each fraction's subset fixed by
+    `subset_seed`."""
     table = {}
     for frac in fractions:
         idx = _labelled(train_labels, frac, subset_seed)
-        table[frac] = mean_se(linear_probe(train_features[idx], train_labels[idx], test_features, test_labels, protocol, seed) for seed in seeds)
+        table[frac] = mean_se(
+            linear_probe(train_features[idx], train_labels[idx], test_features, test_labels, protocol, seed)
+            for seed in seeds)
     return table
 
-# %% ../nbs/13_evaluate.ipynb #6867943f
+# %% ../nbs/13_evaluate.ipynb #6dfc0a9e
 @torch.no_grad()
 def _features_of(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with eval_mode(enc): return enc.features(x).float()
@@ -118,9 +130,12 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
                     test_images: torch.Tensor, test_labels: torch.Tensor,
                     protocol: str | Protocol = "gs_simclr", # a protocol with `augment` set
                     seed: int = 0, device=None) -> float:
-    "Test accuracy of a linear classifier on a frozen encoder, trained on freshly augmented training images every epoch."
+    """Test accuracy of a linear classifier on a frozen encoder, trained on freshly augmented training images every
+    epoch."""
     p = as_protocol(protocol)
-    if p.augment is None: raise ValueError("this protocol trains on clean images; use linear_probe on cached features (probe_images does).")
+    if p.augment is None:
+        raise ValueError("this protocol trains on clean images; use linear_probe on cached features (probe_images "
+                         "does).")
     keep = _labelled(train_labels)
     x, y = train_images[keep], train_labels[keep]
     enc = recalibrate_bn(method, x) if p.recalibrate else method
@@ -135,9 +150,11 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
     ft = (extract_features(enc, test_images, device=device).to(device) - mu) / sd
     with torch.no_grad(): return (clf(ft).argmax(1) == test_labels.to(device)).float().mean().item()
 
+# %% ../nbs/13_evaluate.ipynb #7b407ac7
 def probe_images(method: nn.Module, train_images, train_labels, test_images, test_labels,
                  fractions=(1.0,), seeds=(0,), protocol: str | Protocol = "package", subset_seed: int = 0) -> dict:
-    "{fraction: (mean accuracy, standard error)} of `method`'s frozen backbone under `protocol`, over `seeds`, on fixed label subsets."
+    """{fraction: (mean accuracy, standard error)} of `method`'s frozen backbone under `protocol`, over `seeds`, on
+    fixed label subsets."""
     p = as_protocol(protocol)
     if p.augment is None:
         ftr, fte = encoder_features(method, train_images, test_images, p.recalibrate)
@@ -145,24 +162,31 @@ def probe_images(method: nn.Module, train_images, train_labels, test_images, tes
     table = {}
     for frac in fractions:
         idx = _labelled(train_labels, frac, subset_seed)
-        table[frac] = mean_se(augmented_probe(method, train_images[idx], train_labels[idx], test_images, test_labels, p, seed) for seed in seeds)
+        table[frac] = mean_se(
+            augmented_probe(method, train_images[idx], train_labels[idx], test_images, test_labels, p, seed)
+            for seed in seeds)
     return table
 
+# %% ../nbs/13_evaluate.ipynb #751230e2
 def __getattr__(name):
     "`probe_method`, which nothing used, kept for one release with a deprecation warning."
     if name != "probe_method": raise AttributeError(f"module 'ssl_ae.evaluate' has no attribute {name!r}")
     import warnings
-    warnings.warn("ssl_ae.evaluate.probe_method is deprecated and will be removed: call probe_images on the train and test splits "
-                  "of load_dataset.", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "ssl_ae.evaluate.probe_method is deprecated and will be removed: call probe_images on the train and test "
+        "splits "
+        "of load_dataset.", DeprecationWarning, stacklevel=2)
     def probe_method(method, dataset="toy", data="data", fractions=(1.0,), seeds=(0,), protocol="package", limit=None, subset_seed=0):
         xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
         if limit: xtr, ytr = xtr[:limit], ytr[:limit]
         return probe_images(method, xtr, ytr, xte, yte, fractions, seeds, protocol, subset_seed)
     return probe_method
 
+# %% ../nbs/13_evaluate.ipynb #1b46898c
 def markdown_table(rows: list[dict], # one dict per row; the first row's keys are the columns
                    digits: int = 1) -> str:
-    "A Markdown table of `rows`; floats are shown with `digits` decimals, (mean, s.e.) pairs as 'mean ± s.e.', None as '–'."
+    """A Markdown table of `rows`; floats are shown with `digits` decimals, (mean, s.e.) pairs as 'mean ± s.e.', None as
+    '–'."""
     def cell(v):
         if v is None: return "–"
         if isinstance(v, tuple) and len(v) == 2:
@@ -172,7 +196,7 @@ def markdown_table(rows: list[dict], # one dict per row; the first row's keys ar
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     return "\n".join(lines + ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows])
 
-# %% ../nbs/13_evaluate.ipynb #d7d24783
+# %% ../nbs/13_evaluate.ipynb #3226d962
 def fine_tune(method: nn.Module, # a pretrained method (its backbone and normaliser are copied, not changed)
               train_images: torch.Tensor, train_labels: torch.Tensor, # uint8 (N, 3, H, W), (N,)
               test_images: torch.Tensor, test_labels: torch.Tensor,
@@ -187,7 +211,8 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
     torch.manual_seed(seed)
     head = nn.Linear(m.backbone.out_dim, int(train_labels.max()) + 1).to(device)
     opt = _probe_optimizer([*m.backbone.parameters(), *head.parameters()], p)
-    loader = DeviceLoader(train_images[keep], train_labels[keep], min(p.batch_size, len(keep)), device, seed=seed, drop_last=False)
+    loader = DeviceLoader(train_images[keep], train_labels[keep], min(p.batch_size, len(keep)), device, seed=seed,
+                          drop_last=False)
     gen, aug = torch.Generator(device=device).manual_seed(seed), PRESETS[augment].at(train_images.shape[-1])
     m.train()
     for _ in range(p.epochs):
@@ -199,8 +224,10 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
         pred = torch.cat([head(m.features(b.to(device).float() / 255)).argmax(1) for b in test_images.split(1024)])
     return (pred == test_labels.to(device)).float().mean().item()
 
+# %% ../nbs/13_evaluate.ipynb #52fb89ca
 def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction: float = 1.0, seed: int = 0, **config) -> float:
-    "Test accuracy of the backbone trained from scratch with labels (the trainer's `supervised` method) on `label_fraction` of them (the same subset for every `seed`)."
+    """Test accuracy of the backbone trained from scratch with labels (the trainer's `supervised` method) on
+    `label_fraction` of them (the same subset for every `seed`)."""
     cfg = Config(method="supervised", dataset=dataset, data=data, label_fraction=label_fraction, seed=seed,
                  out=config.pop("out", tempfile.mkdtemp()), **config)
     trainer = Trainer(cfg, progress=False)
@@ -211,13 +238,14 @@ def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction
         pred = torch.cat([m.classifier(m.features(b.to(trainer.device).float() / 255)).argmax(1) for b in x.split(1024)])
     return (pred == y.to(trainer.device)).float().mean().item()
 
-# %% ../nbs/13_evaluate.ipynb #1ba13173
+# %% ../nbs/13_evaluate.ipynb #c91669d5
 def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: int = 0,
                    normalize: bool = False, # ℓ2-normalise the features first (White's Fig. 7 uses them raw)
                   ) -> float:
     "Mean squared distance of features to their nearest of `k` k-means centres (k-means++ seeding, Lloyd's iterations)."
     x = F.normalize(features.float(), dim=1) if normalize else features.float()
-    g = torch.Generator().manual_seed(seed)  # draws on the CPU (the same seeds everywhere), arithmetic where the features are
+    g = torch.Generator().manual_seed(
+        seed)  # draws on the CPU (the same seeds everywhere), arithmetic where the features are
     centres = x[torch.randint(len(x), (1,), generator=g).to(x.device)]
     for _ in range(1, k):  # k-means++: the next centre with probability ∝ squared distance to the nearest centre
         d2 = torch.cdist(x, centres).pow(2).min(1).values
@@ -229,20 +257,25 @@ def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: i
         centres = new
     return torch.cdist(x, centres).pow(2).min(1).values.mean().item()
 
+# %% ../nbs/13_evaluate.ipynb #e081ff43
 @torch.no_grad()
 def view_similarity(method: nn.Module, images: torch.Tensor, augment: str = "simsiam_cifar", n_views: int = 4, seed: int = 0) -> torch.Tensor:
-    "Cosine similarities (n·v, n·v) between the features of `n_views` augmented views of each of the n images (grouped by image)."
+    """Cosine similarities (n·v, n·v) between the features of `n_views` augmented views of each of the n images (grouped
+    by image)."""
     device = next(method.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     x = images.to(device).repeat_interleave(n_views, 0)
-    with eval_mode(method): f = F.normalize(method.features(PRESETS[augment].at(x.shape[-1]).view(x, gen)[0]).float(), dim=1)
+    with eval_mode(method):
+        f = F.normalize(method.features(PRESETS[augment].at(x.shape[-1]).view(x, gen)[0]).float(), dim=1)
     return (f @ f.T).cpu()
 
+# %% ../nbs/13_evaluate.ipynb #d9a58310
 def retrieval(query_features: torch.Tensor, query_labels: torch.Tensor, db_features: torch.Tensor, db_labels: torch.Tensor,
               top: int = 10, chunk: int = 256) -> dict:
     "Mean average precision and precision@`top` of cosine-similarity retrieval, relevance = same class."
     device = db_features.device
-    db, db_labels, query_features, query_labels = F.normalize(db_features.float(), dim=1), db_labels.to(device), query_features.to(device), query_labels.to(device)
+    db, db_labels, query_features, query_labels = F.normalize(
+        db_features.float(), dim=1), db_labels.to(device), query_features.to(device), query_labels.to(device)
     n_relevant = torch.bincount(db_labels, minlength=int(max(db_labels.max(), query_labels.max())) + 1)
     aps, precs = [], []
     for q, y in zip(F.normalize(query_features.float(), dim=1).split(chunk), query_labels.split(chunk)):
@@ -261,11 +294,13 @@ def load_method(path: str | Path, device="cpu") -> nn.Module:
     cfg = Config(**ckpt["config"]).resolved()
     state = ckpt["model"]
     mean = tuple(state["normalize.mean"].flatten().tolist()); std = tuple(state["normalize.std"].flatten().tolist())
-    method = method_of(cfg, mean, std, n_classes=state["classifier.weight"].shape[0] if "classifier.weight" in state else None)
+    method = method_of(cfg, mean, std,
+                       n_classes=state["classifier.weight"].shape[0] if "classifier.weight" in state else None)
     try: method.load_state_dict(state)
     except RuntimeError as e:
         from ssl_ae.train import CheckpointError
-        raise CheckpointError(f"{path}: the weights do not fit a {cfg.method} / {cfg.backbone} model ({str(e).splitlines()[0]}).") from None
+        raise CheckpointError(
+            f"{path}: the weights do not fit a {cfg.method} / {cfg.backbone} model ({str(e).splitlines()[0]}).") from None
     return method.to(device).eval()
 
 def accuracy_curve(checkpoints: list, dataset: str = "toy", data: str = "data", protocol: str | Protocol = "package",
@@ -273,9 +308,10 @@ def accuracy_curve(checkpoints: list, dataset: str = "toy", data: str = "data", 
     "(epoch, linear-probe accuracy) for each checkpoint, with one protocol throughout."
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
-    return [(load_checkpoint(path)["epoch"], probe_images(load_method(path, device), xtr, ytr, xte, yte, protocol=protocol)[1.0][0]) for path in checkpoints]
+    return [(load_checkpoint(path)["epoch"], probe_images(load_method(path, device), xtr, ytr, xte, yte,
+                                                          protocol=protocol)[1.0][0]) for path in checkpoints]
 
-# %% ../nbs/13_evaluate.ipynb #77a97305
+# %% ../nbs/13_evaluate.ipynb #b20cc6ba
 def seeded_views(images: torch.Tensor, # uint8 images (N, 3, H, W)
                  augment: str = "simsiam_cifar", seed: int = 0, device=None) -> tuple[torch.Tensor, Views]:
     "`images` on `device` and two views of them drawn with a generator seeded by `seed`."
@@ -284,30 +320,43 @@ def seeded_views(images: torch.Tensor, # uint8 images (N, 3, H, W)
     x = x.to(device) if device is not None else x
     return x, PRESETS[augment].at(x.shape[-1])(x, torch.Generator(device=x.device).manual_seed(seed))
 
+# %% ../nbs/13_evaluate.ipynb #bfaaa25b
 @torch.no_grad()
 def reconstruct_views(method: nn.Module, # a trained method (chapter 08)
                       images: torch.Tensor, # uint8 images (N, 3, H, W)
                       augment: str = "simsiam_cifar", seed: int = 0) -> dict:
-    "Clean images, two seeded views, their reconstructions (None without a decoder) and per-image squared errors, on the CPU."
+    """Clean images, two seeded views, their reconstructions (None without a decoder) and per-image squared errors, on
+    the CPU."""
     x, views = seeded_views(images, augment, seed, next(method.parameters()).device)
     with eval_mode(method): r1, r2 = method.reconstruct(views.x1), method.reconstruct(views.x2)
     clean = x.float() / 255
     mse = lambda r: None if r is None else (r - clean).pow(2).mean((1, 2, 3)).cpu()
     cpu = lambda t: None if t is None else t.cpu()
-    return {"clean": clean.cpu(), "views": Views(*(t.cpu() for t in views)), "r1": cpu(r1), "r2": cpu(r2), "mse1": mse(r1), "mse2": mse(r2)}
+    return {
+        "clean": clean.cpu(), "views": Views(*(t.cpu() for t in views)), "r1": cpu(r1), "r2": cpu(r2), "mse1": mse(r1),
+        "mse2": mse(r2)
+    }
 
+# %% ../nbs/13_evaluate.ipynb #23a16680
 def plot_reconstructions(method: nn.Module, images: torch.Tensor, augment: str = "simsiam_cifar", n: int = 8, seed: int = 0, title: str | None = None):
-    "Clean images, the first seeded view of each, its reconstruction and the error map; returns the figure (None without a decoder)."
+    """Clean images, the first seeded view of each, its reconstruction and the error map; returns the figure (None
+    without a decoder)."""
     import matplotlib.pyplot as plt
     n = min(n, len(images))
     rec = reconstruct_views(method, images[:n], augment, seed)
     if rec["r1"] is None: return None
     clean, view, r = rec["clean"], rec["views"].x1, rec["r1"]
-    rows = {"clean": clean, "view": view, "reconstruction": r, "|error|": (clean - r).abs().mean(1, keepdim=True).expand(-1, 3, -1, -1)}
+    rows = {
+        "clean": clean, "view": view, "reconstruction": r,
+        "|error|": (clean - r).abs().mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    }
     fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.25 * len(rows)), squeeze=False)
     for r, (label, imgs) in enumerate(rows.items()):
         for c in range(n):
-            ax = axes[r, c]; ax.imshow(imgs[c].permute(1, 2, 0).cpu().clamp(0, 1).numpy()); ax.set_xticks([]); ax.set_yticks([])
+            ax = axes[r, c]
+            ax.imshow(imgs[c].permute(1, 2, 0).cpu().clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
             if c == 0: ax.set_ylabel(label, fontsize=8)
     if title: fig.suptitle(title)
     fig.tight_layout()
@@ -321,24 +370,29 @@ def random_init(config: Config, images: torch.Tensor, labels: torch.Tensor) -> n
     torch.manual_seed(cfg.seed)
     return method_of(cfg, mean, std, n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None)
 
-# %% ../nbs/13_evaluate.ipynb #793550cf
+# %% ../nbs/13_evaluate.ipynb #51f5b600
 def _labelled_splits(trainer: Trainer):
-    "((train images, labels), (test images, labels)) to probe on, or None where there is no labelled test split (a flat folder, images in memory)."
+    """((train images, labels), (test images, labels)) to probe on, or None where there is no labelled test split (a
+    flat folder, images in memory)."""
     cfg = trainer.config
     try:
-        train = (trainer.images, trainer.labels) if cfg.dataset == "memory" else load_dataset(cfg.dataset, cfg.data, "train", size=cfg.image_size)
+        train = (trainer.images, trainer.labels) if cfg.dataset == "memory" else load_dataset(
+            cfg.dataset, cfg.data, "train", size=cfg.image_size)
         test = trainer._test_split()
     except (ValueError, FileNotFoundError): return None
     if not test or (train[1] < 0).all() or (test[1] < 0).all(): return None
     labelled = train[1] >= 0
     return (train[0][labelled], train[1][labelled]), test
 
+# %% ../nbs/13_evaluate.ipynb #4b9a9fb2
 def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, protocol: str | Protocol = "package",
                           recalibrate: bool | None = None, # override the protocol's BatchNorm recalibration (None: the protocol's)
                           progress: bool = True, **resume_overrides) -> dict:
-    "Pretrain (or resume), then linear-probe the backbone against its random initialisation (where the data have a labelled test split); write the run's files; return the summary."
+    """Pretrain (or resume), then linear-probe the backbone against its random initialisation (where the data have a
+    labelled test split); write the run's files; return the summary."""
     start = time.time()
-    trainer = Trainer.resume(resume, progress=progress, **resume_overrides) if resume else Trainer(config, progress=progress)
+    trainer = Trainer.resume(resume, progress=progress, **resume_overrides) if resume else Trainer(
+        config, progress=progress)
     cfg, out = trainer.config, trainer.out
     trainer.fit()
     train_seconds = time.time() - start
@@ -349,41 +403,54 @@ def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, prot
     if splits:  # a data set with labels and a test split: probe the encoder against its random initialisation
         (xtr, ytr), (xte, yte) = splits
         baseline = random_init(cfg, trainer.images, trainer.labels).to(trainer.device)
-        accuracy = {name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0] for name, m in (("pretrained", trainer.method), ("random_init", baseline))}
-    summary = {"method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone, "options": cfg.options,
-               "epochs": trainer.epoch, "batch_size": cfg.batch_size, "device": str(trainer.device),
-               "probe_accuracy": accuracy["pretrained"], "random_init_probe_accuracy": accuracy["random_init"],
-               "probe_protocol": protocol if isinstance(protocol, str) else dataclasses.asdict(p), "bn_recalibrated": p.recalibrate,
-               "knn_accuracy": next((r["knn"] for r in reversed(trainer.history) if r.get("knn") is not None), None),
-               "train_seconds": train_seconds, "seconds": time.time() - start}
+        accuracy = {
+            name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0]
+            for name, m in (("pretrained", trainer.method), ("random_init", baseline))
+        }
+    summary = {
+        "method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone, "options": cfg.options,
+        "epochs": trainer.epoch, "batch_size": cfg.batch_size, "device": str(trainer.device),
+        "probe_accuracy": accuracy["pretrained"], "random_init_probe_accuracy": accuracy["random_init"],
+        "probe_protocol": protocol if isinstance(protocol, str) else dataclasses.asdict(p),
+        "bn_recalibrated": p.recalibrate, "knn_accuracy": next(
+            (r["knn"] for r in reversed(trainer.history) if r.get("knn") is not None),
+            None), "train_seconds": train_seconds, "seconds": time.time() - start
+    }
     if trainer.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         import matplotlib.pyplot as plt
-        plot_history(trainer.history, f"{cfg.method} on {cfg.dataset}").savefig(out / "loss_curve.png", dpi=100); plt.close("all")
-        fig = plot_reconstructions(trainer.method, xte, cfg.augment, title=f"{cfg.method}: reconstructions of {'test' if splits else 'training'} images")
+        plot_history(trainer.history, f"{cfg.method} on {cfg.dataset}").savefig(out / "loss_curve.png", dpi=100)
+        plt.close("all")
+        fig = plot_reconstructions(trainer.method, xte, cfg.augment,
+                                   title=f"{cfg.method}: reconstructions of {'test' if splits else 'training'} images")
         if fig is not None: fig.savefig(out / "reconstructions.png", dpi=100); plt.close("all")
     return summary
 
 # %% ../nbs/13_evaluate.ipynb #7afd0820
 _BUILD = {  # the code that rebuilds each backbone with torch and torchvision alone
-    "resnet18_cifar": "m = torchvision.models.resnet18(); m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = torch.nn.Identity(); m.fc = torch.nn.Identity()",
+    "resnet18_cifar": "m = torchvision.models.resnet18(); m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); "
+                      "m.maxpool = torch.nn.Identity(); m.fc = torch.nn.Identity()",
     "resnet18_imagenet": "m = torchvision.models.resnet18(); m.fc = torch.nn.Identity()",
 }
 
 def export_backbone(checkpoint: str | Path, # a last.pt or epoch_NNN.pt
                     out: str | Path, # the file to write
                    ) -> dict:
-    "Write a checkpoint's encoder as a plain state dict with its input normalisation and rebuild code (loadable with torch and torchvision alone); return what was written."
+    """Write a checkpoint's encoder as a plain state dict with its input normalisation and rebuild code (loadable with
+    torch and torchvision alone); return what was written."""
     ckpt = load_checkpoint(checkpoint)
     method, cfg = load_method(checkpoint), Config(**ckpt["config"])
     name = method.backbone_name
     # White's and the small network are plain stacks of torch layers, whose reprs are the code that builds them
-    build = _BUILD.get(name) or "m = torch.nn.Sequential(" + ", ".join(f"torch.nn.{layer!r}" for layer in method.backbone) + ")"
-    info = {"format": "ssl_ae.backbone/1", "architecture": name, "build": build,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()},
-            "mean": method.normalize.mean.flatten().tolist(), "std": method.normalize.std.flatten().tolist(),
-            "image_size": cfg.image_size, "out_dim": method.backbone.out_dim, "method": cfg.method, "epoch": ckpt["epoch"]}
+    build = _BUILD.get(name) or "m = torch.nn.Sequential(" + ", ".join(f"torch.nn.{layer!r}"
+                                                                       for layer in method.backbone) + ")"
+    info = {
+        "format": "ssl_ae.backbone/1", "architecture": name, "build": build,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()},
+        "mean": method.normalize.mean.flatten().tolist(), "std": method.normalize.std.flatten().tolist(),
+        "image_size": cfg.image_size, "out_dim": method.backbone.out_dim, "method": cfg.method, "epoch": ckpt["epoch"]
+    }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_atomic(info, Path(out))
     return info

@@ -30,15 +30,18 @@ def extract_features(method: nn.Module, # anything with `.features(x)` for image
                      batch_size: int = 1024,
                      device=None, # where to compute (default: where the method's parameters are)
                     ) -> torch.Tensor:
-    "Backbone features (N, D) of clean images, in eval mode, as float32 on the device that computed them (nothing is copied to the host)."
+    """Backbone features (N, D) of clean images, in eval mode, as float32 on the device that computed them (nothing is
+    copied to the host)."""
     device = device or next(method.parameters()).device
-    with eval_mode(method): return torch.cat([method.features(b.to(device).float() / 255).float() for b in images.split(batch_size)])
+    with eval_mode(method):
+        return torch.cat([method.features(b.to(device).float() / 255).float() for b in images.split(batch_size)])
 
 
 # %% ../nbs/07_features.ipynb #22ecd1c2
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
                  k: int = 200, tau: float = 0.1, chunk: int = 1024) -> float:
-    "Accuracy of a temperature-weighted k-nearest-neighbour vote on cosine similarity, computed where `train_features` are."
+    """Accuracy of a temperature-weighted k-nearest-neighbour vote on cosine similarity, computed where `train_features`
+    are."""
     device = train_features.device
     train_labels, test_features, test_labels = train_labels.to(device), test_features.to(device), test_labels.to(device)
     bank, keep = F.normalize(train_features.float(), dim=1), train_labels >= 0
@@ -53,5 +56,6 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 
 # %% ../nbs/07_features.ipynb #dcda280a
 def embedding_spread(z: torch.Tensor) -> float:
-    "√d · mean over dimensions of the batch standard deviation of ℓ2-normalised embeddings: ≈1 spread over every direction, 0 collapsed."
+    """√d · mean over dimensions of the batch standard deviation of ℓ2-normalised embeddings: ≈1 spread over every
+    direction, 0 collapsed."""
     return (F.normalize(z.detach().float(), dim=1).std(0).mean() * math.sqrt(z.shape[1])).item()

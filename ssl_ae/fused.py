@@ -29,7 +29,8 @@ if triton is not None:
 
     @triton.jit
     def _resample(start, length, S: tl.constexpr, N: tl.constexpr, BS: tl.constexpr, BN: tl.constexpr, reverse):
-        "(BS, BN) weights that crop [start, start + length) of N pixels and resize it to S (triangle filter); rows reversed if `reverse`."
+        """(BS, BN) weights that crop [start, start + length) of N pixels and resize it to S (triangle filter); rows
+        reversed if `reverse`."""
         i = tl.arange(0, BS)[:, None]
         i = tl.where(reverse, S - 1 - i, i).to(tl.float32)
         j = tl.arange(0, BN)[None, :].to(tl.float32) - start
@@ -68,7 +69,8 @@ if triton is not None:
                      H: tl.constexpr, W: tl.constexpr, S: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, BS: tl.constexpr,
                      UINT8: tl.constexpr, JITTER: tl.constexpr, GRAY: tl.constexpr, BLUR: tl.constexpr, K: tl.constexpr,
                      SOLARIZE: tl.constexpr):
-        "One program per image: crop, resize and flip (matrix products), jitter in the image's order, grey, blur, solarise."
+        """One program per image: crop, resize and flip (matrix products), jitter in the image's order, grey, blur,
+        solarise."""
         b = tl.program_id(0).to(tl.int64)
         top, left = tl.load(boxes_ptr + 4 * b).to(tl.float32), tl.load(boxes_ptr + 4 * b + 1).to(tl.float32)
         height, width = tl.load(boxes_ptr + 4 * b + 2).to(tl.float32), tl.load(boxes_ptr + 4 * b + 3).to(tl.float32)
@@ -139,7 +141,8 @@ if triton is not None:
                 bl = tl.dot(tl.dot(m, bl, input_precision="ieee"), mt, input_precision="ieee")
         if SOLARIZE:
             if tl.load(sol_ptr + b) < solarize_p:
-                r, g, bl = tl.where(r >= threshold, 1 - r, r), tl.where(g >= threshold, 1 - g, g), tl.where(bl >= threshold, 1 - bl, bl)
+                r, g, bl = tl.where(r >= threshold, 1 - r, r), tl.where(g >= threshold, 1 - g,
+                                                                        g), tl.where(bl >= threshold, 1 - bl, bl)
         dst = out_ptr + b * o_sb + io * o_sh + jo * o_sw
         tl.store(dst, r, mask=valid)
         tl.store(dst + o_sc, g, mask=valid)
@@ -150,13 +153,15 @@ if triton is not None:
 MAX_FUSED_SIZE = 32 # the kernel serves images and views up to this side; larger ones take the batched torch path
 
 def triton_interprets() -> bool:
-    "Whether Triton runs kernels on the CPU with NumPy (`TRITON_INTERPRET=1` set before Triton was imported): slow, for tests."
+    """Whether Triton runs kernels on the CPU with NumPy (`TRITON_INTERPRET=1` set before Triton was imported): slow,
+    for tests."""
     return triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
 
 def can_fuse(x: torch.Tensor, # the clean images (B, 3, H, W)
              size: int, # side of the views
             ) -> bool:
-    "Whether `fused_view` can make views of `x` here: Triton is installed, `x` is on a CUDA GPU (or Triton interprets), and no side exceeds `MAX_FUSED_SIZE`."
+    """Whether `fused_view` can make views of `x` here: Triton is installed, `x` is on a CUDA GPU (or Triton
+    interprets), and no side exceeds `MAX_FUSED_SIZE`."""
     if triton is None or max(x.shape[-2], x.shape[-1], size) > MAX_FUSED_SIZE: return False
     return x.device.type == "cuda" or (x.device.type == "cpu" and triton_interprets())
 
@@ -184,12 +189,12 @@ def fused_view(x: torch.Tensor, # clean images (B, 3, H, W), uint8 or float in [
     (lo0, span0), (lo1, span1), (lo2, span2), (lo3, span3) = jitter_ranges
     lo, hi = aug.blur_sigma
     with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():  # Triton launches on the current GPU
-        _view_kernel[(B,)](x, boxes, u, unused if gray_u is None else gray_u.contiguous(), unused if blur_v is None else blur_v.contiguous(),
-                           unused if solarize_u is None else solarize_u.contiguous(), out, *out.stride(),
-                           aug.flip_p, aug.jitter_p, aug.gray_p, aug.blur_p, aug.solarize_p, aug.solarize_threshold, lo, hi - lo,
-                           lo0, span0, lo1, span1, lo2, span2, lo3, span3,
-                           H=H, W=W, S=S, BH=_block(H), BW=_block(W), BS=_block(S), UINT8=x.dtype == torch.uint8,
-                           JITTER=aug.jitter_p > 0, GRAY=aug.gray_p > 0, BLUR=aug.blur_p > 0, K=aug.blur_kernel,
-                           SOLARIZE=aug.solarize_p > 0, num_warps=4)
+        _view_kernel[(B, )](x, boxes, u, unused if gray_u is None else gray_u.contiguous(),
+                            unused if blur_v is None else blur_v.contiguous(),
+                            unused if solarize_u is None else solarize_u.contiguous(), out, *out.stride(), aug.flip_p,
+                            aug.jitter_p, aug.gray_p, aug.blur_p, aug.solarize_p, aug.solarize_threshold, lo, hi - lo, lo0,
+                            span0, lo1, span1, lo2, span2, lo3, span3, H=H, W=W, S=S, BH=_block(H), BW=_block(W), BS=_block(S),
+                            UINT8=x.dtype == torch.uint8, JITTER=aug.jitter_p > 0, GRAY=aug.gray_p > 0, BLUR=aug.blur_p > 0,
+                            K=aug.blur_kernel, SOLARIZE=aug.solarize_p > 0, num_warps=4)
     return out
 

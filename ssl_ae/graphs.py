@@ -16,9 +16,11 @@ __all__ = ['BACKEND', 'COMPILE_MODES', 'CudaGraphs', 'CaptureError', 'CapturedSt
 
 # %% ../nbs/10_graphs.ipynb #549e6c7f
 class CudaGraphs:
-    "What `CapturedStep` needs of CUDA: run eagerly on a side stream, capture into a graph, replay. (`tests/simcuda.py` stands one in on the CPU.)"
+    """What `CapturedStep` needs of CUDA: run eagerly on a side stream, capture into a graph, replay.
+    (`tests/simcuda.py` stands one in on the CPU.)"""
     def eager(self, fn, inputs):
-        "`fn(*inputs)` on a side stream, as torch asks before a capture (lazy state is then made off the capturing stream)."
+        """`fn(*inputs)` on a side stream, as torch asks before a capture (lazy state is then made off the capturing
+        stream)."""
         side, main = torch.cuda.Stream(), torch.cuda.current_stream()
         side.wait_stream(main)
         with torch.cuda.stream(side): out = fn(*inputs)
@@ -26,9 +28,11 @@ class CudaGraphs:
         return out
 
     def capture(self, fn, inputs, generators):
-        "Record `fn(*inputs)` into a CUDA graph (nothing runs yet); return its replay function and the output it writes to."
+        """Record `fn(*inputs)` into a CUDA graph (nothing runs yet); return its replay function and the output it
+        writes to."""
         graph = torch.cuda.CUDAGraph()
-        for g in generators: graph.register_generator_state(g)  # every replay draws fresh numbers, and the generator's state moves on
+        for g in generators:
+            graph.register_generator_state(g)  # every replay draws fresh numbers, and the generator's state moves on
         with torch.cuda.graph(graph): out = fn(*inputs)
         return graph.replay, out
 
@@ -69,8 +73,10 @@ class CapturedStep:
         self.static, self.key = [None if x is None else x.clone() for x in inputs], self._key(inputs)
         try: self.replay, self.out = BACKEND.capture(self.fn, self.static, self.generators)
         except Exception as e:
-            raise CaptureError(f"the training step could not be captured as a CUDA graph ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                               "train eagerly with compile='off' (--compile off). Nothing has trained yet in this step.") from e
+            raise CaptureError(
+                f"the training step could not be captured as a CUDA graph ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); "
+                "train eagerly with compile='off' (--compile off). Nothing has trained yet in this step.") from e
         self.capture_seconds = time.perf_counter() - start
 
 
@@ -85,11 +91,15 @@ def capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 def portable(state: dict) -> dict:
-    "A copy of an optimiser's or a schedule's `state_dict` with tensor learning rates as Python numbers, which loads on any device."
+    """A copy of an optimiser's or a schedule's `state_dict` with tensor learning rates as Python numbers, which loads
+    on any device."""
     num = lambda v: float(v) if isinstance(v, torch.Tensor) and v.numel() == 1 else v
     state = dict(state)
     if "param_groups" in state:
-        state["param_groups"] = [{**g, "lr": num(g["lr"]), **({"initial_lr": num(g["initial_lr"])} if "initial_lr" in g else {})} for g in state["param_groups"]]
+        state["param_groups"] = [
+            {**g, "lr": num(g["lr"]), **({"initial_lr": num(g["initial_lr"])} if "initial_lr" in g else {})}
+            for g in state["param_groups"]
+        ]
     for k in ("_last_lr", "base_lrs"):
         if k in state: state[k] = [num(v) for v in state[k]]
     return state
@@ -100,9 +110,11 @@ COMPILE_MODES = ("auto", "graphs", "default", "off")
 
 def step_mode(compile, # `Config.compile`: "auto", "graphs", "default" (torch.compile) or "off"; True and False mean "default" and "off"
               device: torch.device, world: int = 1) -> str:
-    "How the trainer runs a step here: 'graphs' (one CUDA graph), 'compile' (torch.compile) or 'eager'; says so when a request cannot be met."
+    """How the trainer runs a step here: 'graphs' (one CUDA graph), 'compile' (torch.compile) or 'eager'; says so when a
+    request cannot be met."""
     mode = {True: "default", False: "off"}.get(compile, compile) if isinstance(compile, bool) else compile
-    if mode not in COMPILE_MODES: raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {compile!r}.")
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {compile!r}.")
     if mode == "default": return "compile"
     if mode == "off": return "eager"
     can = device.type == "cuda" and world == 1

@@ -57,8 +57,9 @@ def sidae_total(dae: torch.Tensor | None, simsiam: torch.Tensor | None, # the tw
     "SidAE's objective from its parts, w · dae + (1 − w) · simsiam; a part may be missing (None) where its weight is 0."
     check_setting("w", w)
     if (dae is None and w > 0) or (simsiam is None and w < 1) or (dae is None and simsiam is None):
-        raise ValueError(f"a part with a non-zero weight is missing: dae {'missing' if dae is None else 'given'} (weight {w}), "
-                         f"simsiam {'missing' if simsiam is None else 'given'} (weight {1 - w}).")
+        raise ValueError(
+            f"a part with a non-zero weight is missing: dae {'missing' if dae is None else 'given'} (weight {w}), "
+            f"simsiam {'missing' if simsiam is None else 'given'} (weight {1 - w}).")
     if dae is None: return (1 - w) * simsiam
     if simsiam is None: return w * dae
     return w * dae + (1 - w) * simsiam
@@ -66,10 +67,11 @@ def sidae_total(dae: torch.Tensor | None, simsiam: torch.Tensor | None, # the tw
 def sidae_loss(x, r1, r2, p1, p2, z1, z2,
                w: float, # weight of the denoising part, in [0, 1]
               ) -> torch.Tensor:
-    "SidAE: w · dae_loss(x, r1, r2) + (1 − w) · simsiam_loss(p1, p2, z1, z2); the decoder's or the predictor's outputs may be None where their weight is 0."
+    """SidAE: w · dae_loss(x, r1, r2) + (1 − w) · simsiam_loss(p1, p2, z1, z2); the decoder's or the predictor's outputs
+    may be None where their weight is 0."""
     return sidae_total(None if r1 is None else dae_loss(x, r1, r2), None if p1 is None else simsiam_loss(p1, p2, z1, z2), w)
 
-# %% ../nbs/06_losses.ipynb #78240377
+# %% ../nbs/06_losses.ipynb #2eaf3b5c
 EMBEDDING_KINDS = CHOICES["kind"]  # White's embedding losses (the rule lives in chapter 02)
 
 def embedding_loss(z1: torch.Tensor, z2: torch.Tensor, # embeddings of the two views (B, d)
@@ -81,18 +83,21 @@ def embedding_loss(z1: torch.Tensor, z2: torch.Tensor, # embeddings of the two v
     if kind == "l2": return F.mse_loss(z1, z2)
     return negative_cosine(z1, z2)
 
+# %% ../nbs/06_losses.ipynb #7ff4aa1d
 def dae_embedding_loss(x: torch.Tensor | tuple[torch.Tensor, torch.Tensor], # clean images (denoising), or the pair of views (not denoising)
                        r1: torch.Tensor, r2: torch.Tensor, # reconstructions (B, C, H, W)
                        z1: torch.Tensor, z2: torch.Tensor, # embeddings (B, d)
                        alpha: float, # weight of the embedding loss, ≥ 0
                        kind: str = "ncs", # embedding loss: "l1", "l2" or "ncs"
                       ) -> torch.Tensor:
-    "White's loss mse(t1, r1) + mse(t2, r2) + (alpha / d) · embedding_loss(z1, z2, kind), with t1 = t2 = x when denoising."
+    """White's loss mse(t1, r1) + mse(t2, r2) + (alpha / d) · embedding_loss(z1, z2, kind), with t1 = t2 = x when
+    denoising."""
     check_setting("alpha", alpha)
     t1, t2 = x if isinstance(x, (tuple, list)) else (x, x)
     _check_pairs(t1=t1, t2=t2, r1=r1, r2=r2)
     return dae_embedding_total(F.mse_loss(r1, t1) + F.mse_loss(r2, t2), embedding_loss(z1, z2, kind), alpha, z1.shape[-1])
 
+# %% ../nbs/06_losses.ipynb #8ce4040e
 def dae_embedding_total(reconstruction: torch.Tensor, embedding: torch.Tensor, # the two parts
                         alpha: float, # weight of the embedding loss, ≥ 0
                         d: int, # the embeddings' dimension
@@ -120,17 +125,19 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, # embeddings of the two views (N
     check_setting("tau", tau)
     return F.cross_entropy(_cosine_logits(z1, z2, tau), _partners(len(z1), z1.device))
 
-# %% ../nbs/06_losses.ipynb #4dab459e
+# %% ../nbs/06_losses.ipynb #75985106
 def gaussian_nll(x: torch.Tensor, # targets (B, ...)
                  mean: torch.Tensor, # the decoder's means, same shape
                  logscale: torch.Tensor | float, # log σ: a scalar (learned or fixed) or broadcastable to x
                 ) -> torch.Tensor:
     "−log N(x; mean, σ²) with σ = exp(logscale), summed over each sample's values, averaged over the batch."
     _check_pairs(x=x, mean=mean)
-    logscale = logscale.to(x.device, x.dtype) if torch.is_tensor(logscale) else torch.full((), float(logscale), dtype=x.dtype, device=x.device)  # a fill, not a copy from the host
+    logscale = logscale.to(x.device, x.dtype) if torch.is_tensor(logscale) else torch.full(
+        (), float(logscale), dtype=x.dtype, device=x.device)  # a fill, not a copy from the host
     nll = 0.5 * ((x - mean) * torch.exp(-logscale)) ** 2 + logscale + 0.5 * math.log(2 * math.pi)
     return nll.flatten(1).sum(1).mean()
 
+# %% ../nbs/06_losses.ipynb #3515c47e
 def kl_standard_normal(mu: torch.Tensor, # posterior means (B, k)
                        logvar: torch.Tensor, # posterior log-variances (B, k)
                       ) -> torch.Tensor:
@@ -138,6 +145,7 @@ def kl_standard_normal(mu: torch.Tensor, # posterior means (B, k)
     _check_pairs(mu=mu, logvar=logvar)
     return (0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).sum(-1).mean()
 
+# %% ../nbs/06_losses.ipynb #8929363d
 def vae_loss(x: torch.Tensor, # the target: clean images (B, C, H, W)
              mean: torch.Tensor, # reconstructions (the Gaussian means)
              logscale: torch.Tensor | float, # log σ of the pixel likelihood
@@ -148,6 +156,7 @@ def vae_loss(x: torch.Tensor, # the target: clean images (B, C, H, W)
     check_setting("beta", beta)
     return vae_total(gaussian_nll(x, mean, logscale), kl_standard_normal(mu, logvar) if beta else None, beta)
 
+# %% ../nbs/06_losses.ipynb #deae85e4
 def vae_total(nll: torch.Tensor, kl: torch.Tensor | None, # the parts; the KL may be None when beta is 0
               beta: float = 0.0) -> torch.Tensor:
     "The negative β-ELBO from its parts: nll + beta · kl (just nll when beta is 0)."
@@ -159,14 +168,19 @@ def vae_total(nll: torch.Tensor, kl: torch.Tensor | None, # the parts; the KL ma
 def _box_overlap(box_a: torch.Tensor, box_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Areas of the intersection, of a and of b, for boxes (..., 4) as (top, left, height, width)."
     if box_a.shape[-1] != 4 or box_b.shape[-1] != 4:
-        raise ValueError(f"boxes must have 4 numbers (top, left, height, width) in the last dimension; got {tuple(box_a.shape)} and {tuple(box_b.shape)}.")
+        raise ValueError(
+            f"boxes must have 4 numbers (top, left, height, width) in the last dimension; got {tuple(box_a.shape)} and "
+            f"{tuple(box_b.shape)}."
+        )
     a, b = box_a.float(), box_b.float()
-    height = (torch.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    height = (torch.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) -
+              torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     width = (torch.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
     return height * width, a[..., 2] * a[..., 3], b[..., 2] * b[..., 3]
 
 def ioa(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
-    "Intersection over the area of `box_a`: the share of a's content that b shows too. Boxes (..., 4) as (top, left, height, width)."
+    """Intersection over the area of `box_a`: the share of a's content that b shows too. Boxes (..., 4) as (top, left,
+    height, width)."""
     inter, area_a, _ = _box_overlap(box_a, box_b)
     return inter / area_a
 
@@ -182,10 +196,13 @@ def graded_similarity(ioa: torch.Tensor, # intersection over area, in [0, 1]
     check_setting("lam", lam)
     return (ioa / lam).clamp(max=1)
 
-# %% ../nbs/06_losses.ipynb #b9d77304
+# %% ../nbs/06_losses.ipynb #9fbd2cad
 def _check_unit(name: str, values: torch.Tensor):
-    "Refuse values outside [0, 1]: a ValueError on the CPU; on a GPU an assertion that runs on the device, so the host never waits for it."
-    if values.device.type != "cpu": torch._assert_async(((values >= 0) & (values <= 1)).all(), f"{name} must be in [0, 1]"); return
+    """Refuse values outside [0, 1]: a ValueError on the CPU; on a GPU an assertion that runs on the device, so the host
+    never waits for it."""
+    if values.device.type != "cpu":
+        torch._assert_async(((values >= 0) & (values <= 1)).all(), f"{name} must be in [0, 1]")
+        return
     if values.numel() and (values.min() < 0 or values.max() > 1):
         raise ValueError(f"{name} must be in [0, 1]; got values from {values.min():.3g} to {values.max():.3g}.")
 
@@ -199,6 +216,7 @@ def d_gs(a: torch.Tensor, b: torch.Tensor, # vectors (B, d); only their directio
     d = torch.linalg.vector_norm(F.normalize(a, dim=-1) - F.normalize(b, dim=-1), dim=-1)
     return ((d - (1 - psi)) ** 2).mean()
 
+# %% ../nbs/06_losses.ipynb #8761fde9
 def simsiam_gs_loss(p1, p2, z1, z2, # predictions and encodings of the two views (B, d)
                     psi12: torch.Tensor, psi21: torch.Tensor, # targets (B,): ψ of view 1 with respect to view 2, and back
                    ) -> torch.Tensor:
@@ -206,11 +224,13 @@ def simsiam_gs_loss(p1, p2, z1, z2, # predictions and encodings of the two views
     _check_pairs(p1=p1, p2=p2, z1=z1, z2=z2)
     return 0.5 * d_gs(p1, z2.detach(), psi12) + 0.5 * d_gs(p2, z1.detach(), psi21)
 
+# %% ../nbs/06_losses.ipynb #de39eef3
 def simclr_gs_loss(z1: torch.Tensor, z2: torch.Tensor, # embeddings of the two views (N, d)
                    psi12: torch.Tensor, psi21: torch.Tensor, # targets (N,) for both directions
                    tau: float = 0.5, # temperature, > 0
                   ) -> torch.Tensor:
-    "SimCLR with graded similarity: (1/τ) D_GS(z_i, z_j; ψ_ij) + log Σ_{k≠i} exp(cos(z_i, z_k)/τ), averaged over the 2N views."
+    """SimCLR with graded similarity: (1/τ) D_GS(z_i, z_j; ψ_ij) + log Σ_{k≠i} exp(cos(z_i, z_k)/τ), averaged over the
+    2N views."""
     _check_pairs(z1=z1, z2=z2)
     check_setting("tau", tau)
     z, partner = torch.cat([z1, z2]), torch.cat([z2, z1])

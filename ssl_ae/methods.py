@@ -54,20 +54,22 @@ def build_backbone(name: str, size: int = 32) -> nn.Module:
     raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}; got {name!r}.")
 
 def build_decoder(backbone: str, in_dim: int, size: int = 32) -> nn.Module:
-    "The decoder that mirrors a backbone, drawing images of `size` px; its `output_space` says whether it outputs normalised images or pixels."
+    """The decoder that mirrors a backbone, drawing images of `size` px; its `output_space` says whether it outputs
+    normalised images or pixels."""
     if backbone == "small": dec = SmallDecoder(in_dim, size=size)
     elif backbone == "white": dec = WhiteDecoder(in_dim, size)
     else: dec = Decoder(in_dim, stem=backbone[9:], size=size)
     if not hasattr(dec, "output_space"): dec.output_space = "pixels" if backbone == "white" else "normalized"
     return dec
 
-# %% ../nbs/08_methods.ipynb #6132850d
+# %% ../nbs/08_methods.ipynb #ba9575d4
 class Output(NamedTuple):
     "What a method returns for one batch."
     loss: torch.Tensor # scalar to minimise
     parts: dict # named loss parts (tensors), for logging
     embedding: torch.Tensor | None # z of view 1, for the collapse monitor
 
+# %% ../nbs/08_methods.ipynb #3dd7f00c
 class Method(nn.Module):
     "Base class: a backbone behind a `Normalize`, plus whatever heads a subclass adds."
     n_views = 2         # augmented views the method consumes per image (0, 1 or 2)
@@ -130,11 +132,15 @@ class SiameseAE(Method):
         if self.predictor is not None:
             p1, p2 = self.predictor(z1), self.predictor(z2)
             if self.stop_gradient: parts["simsiam"] = losses.simsiam_loss(p1, p2, z1, z2)
-            else: parts["simsiam"] = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1))  # no stop-gradient: collapses
+            else:
+                parts["simsiam"] = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1)
+                                          )  # no stop-gradient: collapses
         if self.decoder is not None:
             r1, r2 = self.decoder(z1), self.decoder(z2)
             if self.reconstruct_target == "clean": parts["dae"] = losses.dae_loss(self.target(x, self.decoder), r1, r2)
-            else: parts["dae"] = 0.5 * (F.mse_loss(r1, self.target(views.x1, self.decoder)) + F.mse_loss(r2, self.target(views.x2, self.decoder)))
+            else:
+                parts["dae"] = 0.5 * (F.mse_loss(r1, self.target(views.x1, self.decoder)) +
+                                      F.mse_loss(r2, self.target(views.x2, self.decoder)))
         return Output(losses.sidae_total(parts.get("dae"), parts.get("simsiam"), self.w), parts, z1)  # chapter 06's weighting
 
 
@@ -153,10 +159,14 @@ class EmbeddingDAE(Method):
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
         r1, r2 = self.decoder(z1), self.decoder(z2)
-        target = self.target(x, self.decoder) if self.denoising else (self.target(views.x1, self.decoder), self.target(views.x2, self.decoder))
+        target = self.target(x, self.decoder) if self.denoising else (self.target(views.x1, self.decoder),
+                                                                      self.target(views.x2, self.decoder))
         t1, t2 = (target, target) if self.denoising else target
-        parts = {"reconstruction": F.mse_loss(r1, t1) + F.mse_loss(r2, t2), "embedding": losses.embedding_loss(z1, z2, self.kind)}
-        return Output(losses.dae_embedding_total(parts["reconstruction"], parts["embedding"], self.alpha, z1.shape[-1]), parts, z1)
+        parts = {
+            "reconstruction": F.mse_loss(r1, t1) + F.mse_loss(r2, t2), "embedding": losses.embedding_loss(z1, z2, self.kind)
+        }
+        return Output(losses.dae_embedding_total(parts["reconstruction"], parts["embedding"], self.alpha, z1.shape[-1]), parts,
+                      z1)
 
 # %% ../nbs/08_methods.ipynb #c65d1317
 class StochasticAE(Method):
@@ -186,13 +196,16 @@ class StochasticAE(Method):
         if self.beta: parts["kl"] = losses.kl_standard_normal(mu, logvar)
         return Output(losses.vae_total(parts["nll"], parts.get("kl"), self.beta), parts, mu)
 
-# %% ../nbs/08_methods.ipynb #da1bfc8b
+# %% ../nbs/08_methods.ipynb #f55e7c2e
 def _psi(views: Views, lam: float, similarity: str) -> tuple[torch.Tensor, torch.Tensor]:
     "Graded-similarity targets of view 1 with respect to view 2 and back."
-    if similarity == "ioa": return losses.graded_similarity(losses.ioa(views.box1, views.box2), lam), losses.graded_similarity(losses.ioa(views.box2, views.box1), lam)
+    if similarity == "ioa":
+        return losses.graded_similarity(losses.ioa(views.box1, views.box2),
+                                        lam), losses.graded_similarity(losses.ioa(views.box2, views.box1), lam)
     overlap = losses.graded_similarity(losses.iou(views.box1, views.box2), lam)
     return overlap, overlap
 
+# %% ../nbs/08_methods.ipynb #1550a791
 class SimCLR(Method):
     "SimCLR (NT-Xent), or SimCLR-GS when `lam` is given (graded similarity from the crop boxes)."
     def __init__(self, tau: float = 0.5, lam: float | None = None, similarity: str = "ioa", backbone: str = "small",
@@ -205,8 +218,10 @@ class SimCLR(Method):
         check_setting("similarity", similarity)
         self.tau, self.lam, self.similarity = float(tau), lam, similarity
         self.uses_boxes = lam is not None
-        if projector_layers not in (1, 2): raise ValueError(f"projector_layers must be 1 or 2 for SimCLR; got {projector_layers}.")
-        self.projector = nn.Linear(self.backbone.out_dim, dim) if projector_layers == 1 else Projector(self.backbone.out_dim, hidden, dim, layers=2, last_bn=False)
+        if projector_layers not in (1, 2):
+            raise ValueError(f"projector_layers must be 1 or 2 for SimCLR; got {projector_layers}.")
+        self.projector = nn.Linear(self.backbone.out_dim, dim) if projector_layers == 1 else Projector(
+            self.backbone.out_dim, hidden, dim, layers=2, last_bn=False)
 
     def forward(self, x, views, y=None):
         z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
@@ -217,6 +232,7 @@ class SimCLR(Method):
             parts = {"simclr_gs": losses.simclr_gs_loss(g1, g2, psi12, psi21, self.tau)}
         return Output(next(iter(parts.values())), parts, z1)
 
+# %% ../nbs/08_methods.ipynb #f71c3467
 class SimSiamGS(Method):
     "SimSiam with graded similarity: ½ D_GS(p1, sg z2; ψ12) + ½ D_GS(p2, sg z1; ψ21)."
     uses_boxes = True
@@ -268,17 +284,22 @@ METHODS = {
 def build_method(name: str, **options) -> Method:
     "Build a method by name with its options (e.g. w, lam, alpha, kind, beta, tau, backbone, dim, mean, std)."
     if name not in METHODS: raise ValueError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
-    try: method = METHODS[name](**options)
+    try:
+        method = METHODS[name](**options)
     except TypeError as e:
-        raise ValueError(f"method {name!r} does not take these options ({e}); drop them or choose another method.") from None
+        raise ValueError(
+            f"method {name!r} does not take these options ({e}); drop them or choose another method.") from None
     method.name = name
     return method
 
 # %% ../nbs/08_methods.ipynb #60c7daba
 def __getattr__(name):
-    "`embedding_spread`, which moved to `ssl_ae.features`, importable from here for one release with a deprecation warning."
+    """`embedding_spread`, which moved to `ssl_ae.features`, importable from here for one release with a deprecation
+    warning."""
     if name != "embedding_spread": raise AttributeError(f"module 'ssl_ae.methods' has no attribute {name!r}")
     import warnings
     from ssl_ae import features
-    warnings.warn("ssl_ae.methods.embedding_spread moved to ssl_ae.features.embedding_spread; the old name will be removed.", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "ssl_ae.methods.embedding_spread moved to ssl_ae.features.embedding_spread; the old name will be removed.",
+        DeprecationWarning, stacklevel=2)
     return features.embedding_spread

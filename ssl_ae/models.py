@@ -55,7 +55,8 @@ class Projector(nn.Sequential):
                 ):
         if layers not in (2, 3): raise ValueError(f"layers must be 2 or 3; got {layers}.")
         blocks = [nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
-        if layers == 3: blocks += [nn.Linear(hidden_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        if layers == 3:
+            blocks += [nn.Linear(hidden_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
         blocks += [nn.Linear(hidden_dim, out_dim)] + ([nn.BatchNorm1d(out_dim, affine=False)] if last_bn else [])
         super().__init__(*blocks)
         self.out_dim = out_dim
@@ -64,7 +65,8 @@ class Predictor(nn.Sequential):
     "SimSiam's bottleneck predictor: z (B, dim) → p (B, dim) through a hidden layer of dim/4 (by default)."
     def __init__(self, dim: int = 2048, hidden_dim: int | None = None):
         hidden_dim = hidden_dim or dim // 4
-        super().__init__(nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, dim))
+        super().__init__(nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+                         nn.Linear(hidden_dim, dim))
 
 # %% ../nbs/05_models.ipynb #ceae40e9
 class Decoder(nn.Module):
@@ -75,7 +77,8 @@ class Decoder(nn.Module):
                 ):
         super().__init__()
         if stem not in STEMS: raise ValueError(f"stem must be one of {', '.join(STEMS)}; got {stem!r}.")
-        if size < 32 or size % 32: raise ValueError(f"size must be a multiple of 32 (the backbone shrinks 32x or 8x); got {size}.")
+        if size < 32 or size % 32:
+            raise ValueError(f"size must be a multiple of 32 (the backbone shrinks 32x or 8x); got {size}.")
         n_up = 5 if stem == "imagenet" else 3       # the backbone shrinks 2**5 (imagenet stem) or 2**3 (cifar stem)
         self.side = size >> n_up
         channels = [512, 256, 128, 64, 64][:n_up] + [3]
@@ -97,9 +100,11 @@ class GaussianHead(nn.Module):
                 ):
         super().__init__()
         hidden_dim = hidden_dim or in_dim
-        self.projection = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)) if projection else nn.Identity()
+        self.projection = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(
+            inplace=True)) if projection else nn.Identity()
         width = hidden_dim if projection else in_dim
-        self.mu, self.logvar = nn.Linear(width, latent_dim, bias=not projection), nn.Linear(width, latent_dim, bias=not projection)
+        self.mu, self.logvar = nn.Linear(width, latent_dim, bias=not projection), nn.Linear(width, latent_dim,
+                                                                                            bias=not projection)
         self.out_dim = latent_dim
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -111,7 +116,8 @@ class GaussianHead(nn.Module):
 # %% ../nbs/05_models.ipynb #7f9b590f
 def white_backbone(size: int = 32, # side of the input images (32, 64 or 96)
                   ) -> nn.Module:
-    "White's 5-convolution encoder: images (B, 3, size, size) in [0, 1] → representation (B, 512·(size/8)²), 8,192 at 32 px."
+    """White's 5-convolution encoder: images (B, 3, size, size) in [0, 1] → representation (B, 512·(size/8)²), 8,192 at
+    32 px."""
     def conv(c_in, c_out): return nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1)
     net = nn.Sequential(conv(3, 32), nn.Hardtanh(), conv(32, 32), nn.MaxPool2d(2),
                         conv(32, 64), nn.Hardtanh(), conv(64, 64), nn.MaxPool2d(2),
@@ -132,13 +138,14 @@ def small_backbone(width: int = 16) -> nn.Module:
     "A 4-block VGG-style CNN (width, 2·width, 4·width, 8·width channels): images (B, 3, 32, 32) → (B, 8·width)."
     def block(c_in, c_out): return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
     w = width
-    net = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w), nn.MaxPool2d(2),
-                        *block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w),
+                        nn.MaxPool2d(2), *block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     net.out_dim = 8 * w
     return net
 
 class SmallDecoder(nn.Module):
-    "Mirror of `small_backbone`: z (B, in_dim) → image (B, 3, size, size) in the encoder's normalised input space; one transposed convolution per doubling."
+    """Mirror of `small_backbone`: z (B, in_dim) → image (B, 3, size, size) in the encoder's normalised input space; one
+    transposed convolution per doubling."""
     output_space = "normalized"
     def __init__(self, in_dim: int, width: int = 16, size: int = 32):
         super().__init__()
@@ -147,7 +154,9 @@ class SmallDecoder(nn.Module):
         if side << n_up != size: raise ValueError(f"size must be 32, 64 or 96; got {size}.")
         chans = [8 * w, 4 * w, 2 * w] + [w] * (n_up - 3) + [3]
         def up(c_in, c_out, last=False):
-            return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)] + ([] if last else [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)])
-        self.net = nn.Sequential(nn.Linear(in_dim, 8 * w * side * side), nn.Unflatten(1, (8 * w, side, side)), nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True),
+            return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)
+                    ] + ([] if last else [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)])
+        self.net = nn.Sequential(nn.Linear(in_dim, 8 * w * side * side), nn.Unflatten(1, (8 * w, side, side)),
+                                 nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True),
                                  *[l for i in range(n_up) for l in up(chans[i], chans[i + 1], last=i == n_up - 1)])
     def forward(self, z): return self.net(z)

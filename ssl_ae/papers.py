@@ -28,9 +28,11 @@ class Protocol:
     recalibrate: bool = True # re-estimate BatchNorm statistics on clean training images first (the package's addition; no paper does)
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"): raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}.")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}.")
         if not self.lr > 0: raise ValueError(f"lr must be > 0; got {self.lr}.")
-        if self.batch_size < 1 or self.epochs < 1: raise ValueError(f"batch_size and epochs must be at least 1; got {self.batch_size} and {self.epochs}.")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"batch_size and epochs must be at least 1; got {self.batch_size} and {self.epochs}.")
 
 def paper_protocol(**settings) -> Protocol:
     "A protocol as a paper states it: without the package's two additions."
@@ -56,7 +58,8 @@ class Paper:
 
     def settings(self, method: str, dataset: str = "cifar10") -> dict:
         "The paper's pretraining settings for `method` on `dataset` (Config fields and method options together)."
-        if method not in self.methods: raise ValueError(f"the {self.key} paper does not run {method!r}; it runs {', '.join(self.methods)}.")
+        if method not in self.methods:
+            raise ValueError(f"the {self.key} paper does not run {method!r}; it runs {', '.join(self.methods)}.")
         out = {}
         for methods, datasets, settings in self.rules:
             if (methods is None or method in methods) and (datasets is None or dataset in datasets): out.update(settings)
@@ -64,7 +67,8 @@ class Paper:
 
     def rows(self, table: str, **match) -> list[dict]:
         "The rows of published table `table` whose columns equal `match`."
-        if table not in self.published: raise ValueError(f"the {self.key} paper has no table {table!r}; it has {', '.join(self.published)}.")
+        if table not in self.published:
+            raise ValueError(f"the {self.key} paper has no table {table!r}; it has {', '.join(self.published)}.")
         return [r for r in self.published[table][1] if all(r.get(k) == v for k, v in match.items())]
 
     def number(self, table: str, **match) -> float:
@@ -79,49 +83,79 @@ def _grid(columns: tuple, keys: list, values: list, name: str = "accuracy") -> t
 
 # %% ../nbs/09_papers.ipynb #106a6483
 _SIAMESE = ("simsiam", "dae", "sidae")
-_T1_KEYS = [("CIFAR-10", "CIFAR-10", "100 %"), ("CIFAR-10", "CIFAR-10", "1 %"), ("Fashion-MNIST", "Fashion-MNIST", "100 %"),
-            ("Fashion-MNIST", "Fashion-MNIST", "1 %"), ("MNIST", "MNIST", "100 %"), ("MNIST", "MNIST", "1 %"),
-            ("STL-10", "STL-10", "100 %"), ("STL-10", "CIFAR-10", "100 %")]
-_T1 = {"sidae": [(64.75, .27), (51.67, .28), (88.78, .12), (81.62, .22), (97.80, .13), (94.65, .49), (61.18, .22), (66.20, .31)],
-       "simsiam": [(57.08, 3.16), (44.06, 3.74), (85.10, .09), (77.84, .19), (96.59, .60), (79.42, 5.15), (56.74, .74), (56.64, .25)],
-       "dae": [(57.44, .31), (40.67, .25), (87.67, .05), (80.20, .31), (97.23, .11), (88.41, .46), (48.39, .22), (57.08, 3.16)]}
+_T1_KEYS = [("CIFAR-10", "CIFAR-10", "100 %"), ("CIFAR-10", "CIFAR-10", "1 %"),
+            ("Fashion-MNIST", "Fashion-MNIST", "100 %"), ("Fashion-MNIST", "Fashion-MNIST", "1 %"),
+            ("MNIST", "MNIST", "100 %"), ("MNIST", "MNIST", "1 %"), ("STL-10", "STL-10", "100 %"),
+            ("STL-10", "CIFAR-10", "100 %")]
+_T1 = {
+    "sidae": [(64.75, .27), (51.67, .28), (88.78, .12), (81.62, .22), (97.80, .13), (94.65, .49), (61.18, .22),
+              (66.20, .31)], "simsiam": [(57.08, 3.16), (44.06, 3.74), (85.10, .09), (77.84, .19), (96.59, .60),
+                                         (79.42, 5.15), (56.74, .74), (56.64, .25)], "dae": [(57.44, .31), (40.67, .25),
+                                                                                             (87.67, .05), (80.20, .31),
+                                                                                             (97.23, .11), (88.41, .46),
+                                                                                             (48.39, .22),
+                                                                                             (57.08, 3.16)]
+}
 _W = (0.125, 0.25, 0.5, 0.75, 0.875)
-_WT = [[(66.20, .31), (66.14, .18), (64.75, .27), (63.07, .25), (61.47, .23)], [(55.61, .37), (55.34, .29), (51.67, .28), (49.21, .38), (47.18, .41)],
-       [(87.31, .09), (87.89, .09), (88.63, .12), (88.78, .12), (88.71, .10)], [(81.49, .21), (81.78, .27), (81.90, .16), (81.62, .22), (80.47, .29)],
-       [(97.78, .04), (97.70, .05), (97.80, .06), (97.98, .08), (98.10, .05)], [(94.91, .20), (94.90, .18), (94.65, .22), (93.11, .13), (92.00, .25)],
-       [(60.07, .18), (61.18, .22), (60.44, .21), (56.92, .20), (53.77, .19)], [(64.12, .40), (65.42, .16), (65.18, .19), (63.33, .15), (61.59, .20)]]
+_WT = [[(66.20, .31), (66.14, .18), (64.75, .27), (63.07, .25), (61.47, .23)],
+       [(55.61, .37), (55.34, .29), (51.67, .28), (49.21, .38), (47.18, .41)],
+       [(87.31, .09), (87.89, .09), (88.63, .12), (88.78, .12), (88.71, .10)],
+       [(81.49, .21), (81.78, .27), (81.90, .16), (81.62, .22), (80.47, .29)],
+       [(97.78, .04), (97.70, .05), (97.80, .06), (97.98, .08), (98.10, .05)],
+       [(94.91, .20), (94.90, .18), (94.65, .22), (93.11, .13), (92.00, .25)],
+       [(60.07, .18), (61.18, .22), (60.44, .21), (56.92, .20), (53.77, .19)],
+       [(64.12, .40), (65.42, .16), (65.18, .19), (63.33, .15), (61.59, .20)]]
 
 SIDAE = Paper(
     key="sidae",
     citation="Baier, Mair and Fadel, Self-Supervised Siamese Autoencoders (journal version, with its appendix)",
-    methods=_SIAMESE + ("supervised",),
-    rules=((None, None, dict(optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=5e-4, batch_size=512, schedule="cosine", warmup_epochs=0,
-                             epochs=200, augment="simsiam_cifar", backbone="resnet18_imagenet", knn_k=200)),
-           (_SIAMESE, None, dict(dim=2048, hidden=512, projector_layers=3)),
-           (("sidae",), None, dict(w=0.5)),
-           (("sidae",), ("stl10",), dict(w=0.25)),
-           (None, ("mnist", "fashion_mnist"), dict(augment="simsiam_mnist")),
-           (("supervised",), None, dict(lr=0.05, batch_size=256, epochs=100))),
+    methods=_SIAMESE + ("supervised", ),
+    rules=((None, None,
+            dict(optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=5e-4, batch_size=512, schedule="cosine",
+                 warmup_epochs=0, epochs=200, augment="simsiam_cifar", backbone="resnet18_imagenet",
+                 knn_k=200)), (_SIAMESE, None, dict(dim=2048, hidden=512,
+                                                    projector_layers=3)), (("sidae", ), None, dict(w=0.5)),
+           (("sidae", ), ("stl10", ), dict(w=0.25)), (None, ("mnist", "fashion_mnist"), dict(augment="simsiam_mnist")),
+           (("supervised", ), None, dict(lr=0.05, batch_size=256, epochs=100))),
     protocols={"sidae": paper_protocol(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=256, epochs=50)},
     published={
-        "table1": ("Table 1: linear accuracy (%), ResNet-18 with the ImageNet stem, 200 epochs, mean (s.e.) over 5 runs; SidAE at w = 0.5",
-                   tuple(r for m, vals in _T1.items() for r in _grid(("pretrain", "probe", "labels", "method"), [k + (m,) for k in _T1_KEYS], vals))),
+        "table1": (
+            "Table 1: linear accuracy (%), ResNet-18 with the ImageNet stem, 200 epochs, mean (s.e.) over 5 runs; "
+            "SidAE at w = 0.5",
+            tuple(r for m, vals in _T1.items()
+                  for r in _grid(("pretrain", "probe", "labels", "method"), [k + (m, ) for k in _T1_KEYS], vals))),
         "w_sweep": ("Appendix A, Table 1: SidAE's linear accuracy (%) for each w, mean (s.e.) over 5 runs",
-                    tuple(r for k, vals in zip(_T1_KEYS, _WT) for r in _grid(("pretrain", "probe", "labels", "w"), [k + (w,) for w in _W], vals))),
+                    tuple(r for k, vals in zip(_T1_KEYS, _WT)
+                          for r in _grid(("pretrain", "probe", "labels", "w"), [k + (w, ) for w in _W], vals))),
     },
-    notes=("Table 1 disagrees with the appendix in three places: its Fashion-MNIST SidAE values (88.78 / 81.62) are the appendix's w = 0.75, "
-           "not w = 0.5 (88.63 / 81.90); its STL-10 → CIFAR-10 SidAE value (66.20) repeats CIFAR-10's w = 0.125 entry, where the appendix "
-           "gives 65.42 (w = 0.25) and 65.18 (w = 0.5); and the DAE's STL-10 → CIFAR-10 value (57.08 ± 3.16) repeats SimSiam's CIFAR-10 entry.",
-           "STL-10 runs use w = 0.25 (the paper's choice there); the appendix's w = 0.5 values are 60.44 (STL-10) and 65.18 (→ CIFAR-10).",
-           "The 1 % label subset is 'drawn uniformly at random' in the paper; ours is class-stratified (the same share of every class), fixed "
-           "by one seed and shared by every method, seed and the supervised baseline.",
-           "The supervised baseline's recipe is not stated: ours trains the same ResNet-18 with SGD (lr 0.05, momentum 0.9, weight decay 5e-4, "
-           "batch 256, cosine decay, 100 epochs) on the SimSiam augmentation."),
-    deviations=(("repeats", "5 whole pretraining runs per entry", "3 whole pretraining runs for the CIFAR-10 entries, 1 for the other data sets and ablations", "each 200-epoch run costs GPU hours"),
-                ("fine-tuning protocol", "not stated beyond 'the backbone is trained too'", "SidAE's probe optimisation (SGD, lr 0.05, 50 epochs) with crop-and-flip augmentation", "the paper leaves it open"),
-                ("linear probe additions", "raw features, BatchNorm statistics from pretraining", "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm on clean images", "worth a few points for every method (chapter 13); `PAPER_PROBE = True` is the paper's way")),
-    colab=dict(claim="SidAE (w = 0.5) above SimSiam in linear accuracy on CIFAR-10, with all labels and with 1 % (Table 1)", dataset="cifar10",
-               epochs=120, seeds=(0, 1, 2), runs=(("sidae_w0.5", "sidae", {"w": 0.5}), ("simsiam", "simsiam", {}))),
+    notes=
+    ("Table 1 disagrees with the appendix in three places: its Fashion-MNIST SidAE values (88.78 / 81.62) are the "
+     "appendix's w = 0.75, "
+     "not w = 0.5 (88.63 / 81.90); its STL-10 → CIFAR-10 SidAE value (66.20) repeats CIFAR-10's w = 0.125 entry, where "
+     "the appendix "
+     "gives 65.42 (w = 0.25) and 65.18 (w = 0.5); and the DAE's STL-10 → CIFAR-10 value (57.08 ± 3.16) repeats "
+     "SimSiam's CIFAR-10 entry.",
+     "STL-10 runs use w = 0.25 (the paper's choice there); the appendix's w = 0.5 values are 60.44 (STL-10) and 65.18 "
+     "(→ CIFAR-10).",
+     "The 1 % label subset is 'drawn uniformly at random' in the paper; ours is class-stratified (the same share of "
+     "every class), fixed "
+     "by one seed and shared by every method, seed and the supervised baseline.",
+     "The supervised baseline's recipe is not stated: ours trains the same ResNet-18 with SGD (lr 0.05, momentum 0.9, "
+     "weight decay 5e-4, "
+     "batch 256, cosine decay, 100 epochs) on the SimSiam augmentation."),
+    deviations=(("repeats", "5 whole pretraining runs per entry",
+                 "3 whole pretraining runs for the CIFAR-10 entries, 1 for the other data sets and ablations",
+                 "each 200-epoch run costs GPU hours"),
+                ("fine-tuning protocol", "not stated beyond 'the backbone is trained too'",
+                 "SidAE's probe optimisation (SGD, lr 0.05, 50 epochs) with crop-and-flip augmentation",
+                 "the paper leaves it open"),
+                ("linear probe additions", "raw features, BatchNorm statistics from pretraining",
+                 "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm on clean images",
+                 "worth a few points for every method (chapter 13); `PAPER_PROBE = True` is the paper's way")),
+    colab=dict(
+        claim="SidAE (w = 0.5) above SimSiam in linear accuracy on CIFAR-10, with all labels and with 1 % (Table 1)",
+        dataset="cifar10", epochs=120, seeds=(0, 1, 2),
+        runs=(("sidae_w0.5", "sidae", {"w": 0.5}), ("simsiam", "simsiam", {}))),
 )
 
 # %% ../nbs/09_papers.ipynb #16436c40
@@ -130,30 +164,48 @@ AASAE = Paper(
     key="aasae",
     citation="Falcon, Jha, Koker and Cho, Augmentation-Augmented Stochastic Autoencoders",
     methods=_AE_FAMILY,
-    rules=((None, None, dict(optimizer="adam", lr=2.5e-4, weight_decay=0.0, batch_size=256, schedule="warmup_constant", warmup_epochs=10,
-                             epochs=400, augment="aasae_cifar", backbone="resnet18_cifar", knn_k=200, dim=128, logscale=0.0)),
-           (("ae", "vae"), None, dict(augment="none")),
-           (None, ("stl10",), dict(lr=5e-4, batch_size=512)),
-           (("aaae", "aasae"), ("stl10",), dict(augment="aasae_stl10"))),
-    protocols={"aasae": paper_protocol(optimizer="sgd", lr=scaled_lr(0.1, 256), momentum=0.9, nesterov=True, batch_size=256, epochs=90)},
-    published={
-        "table1": ("Table 1: linear accuracy (%), ResNet-50 encoder and decoder, pretrained without labels on each data set",
-                   _grid(("dataset", "method"), [(d, m) for m in ("ae", "aaae", "vae", "aasae") for d in ("CIFAR-10", "STL-10")],
-                         [56.34, 42.26, 50.62, 41.94, 57.16, 44.15, 87.14, 84.72])),
+    rules=((None, None,
+            dict(optimizer="adam", lr=2.5e-4, weight_decay=0.0, batch_size=256, schedule="warmup_constant",
+                 warmup_epochs=10, epochs=400, augment="aasae_cifar", backbone="resnet18_cifar", knn_k=200, dim=128,
+                 logscale=0.0)), (("ae", "vae"), None, dict(augment="none")),
+           (None, ("stl10", ), dict(lr=5e-4,
+                                    batch_size=512)), (("aaae", "aasae"), ("stl10", ), dict(augment="aasae_stl10"))),
+    protocols={
+        "aasae": paper_protocol(optimizer="sgd", lr=scaled_lr(0.1, 256), momentum=0.9, nesterov=True, batch_size=256,
+                                epochs=90)
     },
-    notes=("The batch-size ablation (Fig. 4a: 128 to 1024) scales the learning rate and the warm-up epochs linearly with the batch "
-           "(Goyal et al.): lr = 2.5e-4 · B/256, warm-up = 10 · B/256 epochs.",
-           "The paper evaluates CIFAR-10 after 400, 800, 1600 and 3200 epochs and STL-10 after 3200; Table 1 does not say which length each "
-           "entry is, so the preset uses the shortest, 400.",
-           "The linear protocol's batch size is not stated; 256 gives lr 0.1 by its rule."),
-    deviations=(("encoder", "ResNet-50", "ResNet-18 with the CIFAR stem", "4× less compute; every method is expected lower by the same few points"),
-                ("decoder", "the inverted ResNet-50 without BatchNorm (residual blocks, nearest-neighbour upsampling)",
-                 "SidAE's transposed-convolution decoder (with BatchNorm)", "one decoder for every method in the package; the paper finds AASAE insensitive to the decoder (Fig. 4c)"),
-                ("pretraining length", "400–3200 epochs", "400 epochs at paper scale", "GPU hours; the paper's accuracy still rises after 400"),
-                ("images", "STL-10 at 96 px", "STL-10 resized to 32 px by default (blur kernel 3, the authors' 10 %-of-the-side rule); `image_size=96` (`--image-size 96`) runs it at 96 px with a 9-tap blur", "32 px keeps one resolution for every data set and 9× less compute; 96 px is one setting away"),
-                ("linear probe additions", "raw features", "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm", "as in every tutorial; `PAPER_PROBE = True` is the paper's way")),
-    colab=dict(claim="AASAE above the VAE in linear accuracy on CIFAR-10 (Table 1)", dataset="cifar10",
-               epochs=20, seeds=(0, 1, 2), runs=(("aasae", "aasae", {}), ("vae", "vae", {}))),
+    published={
+        "table1": (
+            "Table 1: linear accuracy (%), ResNet-50 encoder and decoder, pretrained without labels on each data set",
+            _grid(("dataset", "method"),
+                  [(d, m) for m in ("ae", "aaae", "vae", "aasae") for d in ("CIFAR-10", "STL-10")],
+                  [56.34, 42.26, 50.62, 41.94, 57.16, 44.15, 87.14, 84.72])),
+    },
+    notes=
+    ("The batch-size ablation (Fig. 4a: 128 to 1024) scales the learning rate and the warm-up epochs linearly with the "
+     "batch "
+     "(Goyal et al.): lr = 2.5e-4 · B/256, warm-up = 10 · B/256 epochs.",
+     "The paper evaluates CIFAR-10 after 400, 800, 1600 and 3200 epochs and STL-10 after 3200; Table 1 does not say "
+     "which length each "
+     "entry is, so the preset uses the shortest, 400.",
+     "The linear protocol's batch size is not stated; 256 gives lr 0.1 by its rule."),
+    deviations=
+    (("encoder", "ResNet-50", "ResNet-18 with the CIFAR stem",
+      "4× less compute; every method is expected lower by the same few points"),
+     ("decoder", "the inverted ResNet-50 without BatchNorm (residual blocks, nearest-neighbour upsampling)",
+      "SidAE's transposed-convolution decoder (with BatchNorm)",
+      "one decoder for every method in the package; the paper finds AASAE insensitive to the decoder (Fig. 4c)"),
+     ("pretraining length", "400–3200 epochs", "400 epochs at paper scale",
+      "GPU hours; the paper's accuracy still rises after 400"),
+     ("images", "STL-10 at 96 px",
+      "STL-10 resized to 32 px by default (blur kernel 3, the authors' 10 %-of-the-side rule); `image_size=96` "
+      "(`--image-size 96`) runs it at 96 px with a 9-tap blur",
+      "32 px keeps one resolution for every data set and 9× less compute; 96 px is one setting away"),
+     ("linear probe additions", "raw features",
+      "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm",
+      "as in every tutorial; `PAPER_PROBE = True` is the paper's way")),
+    colab=dict(claim="AASAE above the VAE in linear accuracy on CIFAR-10 (Table 1)", dataset="cifar10", epochs=20,
+               seeds=(0, 1, 2), runs=(("aasae", "aasae", {}), ("vae", "vae", {}))),
 )
 
 # %% ../nbs/09_papers.ipynb #b1101083
@@ -161,33 +213,51 @@ WHITE = Paper(
     key="white",
     citation="White, Exploring Denoising Autoencoder Architectures for Self-Supervised Learning",
     methods=("dae_embed", "simclr"),
-    rules=((None, None, dict(optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=512, schedule="cosine", warmup_epochs=0, epochs=300,
-                             augment="white", backbone="white", knn_k=200, dim=64, normalize_input=False)),
-           (("dae_embed",), None, dict(kind="ncs", alpha=10.0)),
-           (("simclr",), None, dict(projector_layers=1, tau=0.5))),
+    rules=((None, None,
+            dict(optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=512, schedule="cosine", warmup_epochs=0,
+                 epochs=300, augment="white", backbone="white", knn_k=200, dim=64, normalize_input=False)),
+           (("dae_embed", ), None, dict(kind="ncs",
+                                        alpha=10.0)), (("simclr", ), None, dict(projector_layers=1, tau=0.5))),
     protocols={"white": paper_protocol(optimizer="adam", lr=1e-3, batch_size=512, epochs=200)},
     published={
         "table2": ("Table 2: linear accuracy (%) on CIFAR-10 after pretraining on CIFAR-100, White's network",
-                   tuple({"method": m, "denoising": d, "embedding": k, "alpha": a, "accuracy": v} for m, d, k, a, v in (
-                       ("simclr", None, None, None, 69.7),
-                       ("dae_embed", False, None, 0.0, 61.2), ("dae_embed", False, "l1", 0.01, 62.0), ("dae_embed", False, "l2", 1e-4, 62.1),
-                       ("dae_embed", False, "ncs", 1e-3, 62.6),
-                       ("dae_embed", True, None, 0.0, 65.9), ("dae_embed", True, "l1", 0.1, 67.1), ("dae_embed", True, "l2", 1.0, 67.1),
-                       ("dae_embed", True, "ncs", 10.0, 67.3)))),
+                   tuple({"method": m, "denoising": d, "embedding": k, "alpha": a, "accuracy": v}
+                         for m, d, k, a, v in (("simclr", None, None, None,
+                                                69.7), ("dae_embed", False, None, 0.0,
+                                                        61.2), ("dae_embed", False, "l1", 0.01,
+                                                                62.0), ("dae_embed", False, "l2", 1e-4,
+                                                                        62.1), ("dae_embed", False, "ncs", 1e-3, 62.6),
+                                               ("dae_embed", True, None, 0.0,
+                                                65.9), ("dae_embed", True, "l1", 0.1,
+                                                        67.1), ("dae_embed", True, "l2", 1.0,
+                                                                67.1), ("dae_embed", True, "ncs", 10.0, 67.3)))),
     },
-    notes=("Equations 2–6 write the losses with norms, ‖x − x̂‖₂ (not squared); Algorithm 1, the code the numbers come from, uses "
-           "nn.MSELoss for both terms, i.e. the mean of squared differences, plus α · MSE(z₁, z₂) / d. The package follows Algorithm 1: "
-           "reconstruction = mean over the 3·32·32 pixel values, L1 and L2 = means over the d dimensions, NCS = minus the cosine.",
-           "Equation 7 writes the NCS loss as +cos(z₁, z₂); minimising that would push the views apart. The loss is its negative, as the "
-           "name says and the code does.",
-           "Fig. 7's k-means inertia is computed on the raw representations: the L1/L2 trend it shows comes from shrinking magnitudes, "
-           "which ℓ2-normalising first would remove. `kmeans_inertia` uses raw features by default.",
-           "The SimCLR temperature is not stated; 0.5, the value for small batches and short runs, is used."),
-    deviations=(("linear probe additions", "raw features (the network has no BatchNorm)", "`PAPER_PROBE = False` standardises features", "as in every tutorial; `PAPER_PROBE = True` is the paper's way"),
-                ("repeats", "one run per entry", "one pretraining run per entry at paper scale", "as the paper; differences of about a point are within what another seed can move")),
-    colab=dict(claim="the DAE with the NCS embedding loss (α = 10) above the plain DAE, pretrained on CIFAR-100 and probed on CIFAR-10 (Table 2)",
-               dataset="cifar100", epochs=100, seeds=(0, 1, 2),
-               runs=(("dae_embed_a0", "dae_embed", {"alpha": 0.0}), ("dae_embed_ncs_a10", "dae_embed", {"kind": "ncs", "alpha": 10.0}))),
+    notes=
+    ("Equations 2–6 write the losses with norms, ‖x − x̂‖₂ (not squared); Algorithm 1, the code the numbers come from, "
+     "uses "
+     "nn.MSELoss for both terms, i.e. the mean of squared differences, plus α · MSE(z₁, z₂) / d. The package follows "
+     "Algorithm 1: "
+     "reconstruction = mean over the 3·32·32 pixel values, L1 and L2 = means over the d dimensions, NCS = minus the "
+     "cosine.",
+     "Equation 7 writes the NCS loss as +cos(z₁, z₂); minimising that would push the views apart. The loss is its "
+     "negative, as the "
+     "name says and the code does.",
+     "Fig. 7's k-means inertia is computed on the raw representations: the L1/L2 trend it shows comes from shrinking "
+     "magnitudes, "
+     "which ℓ2-normalising first would remove. `kmeans_inertia` uses raw features by default.",
+     "The SimCLR temperature is not stated; 0.5, the value for small batches and short runs, is used."),
+    deviations=(("linear probe additions", "raw features (the network has no BatchNorm)",
+                 "`PAPER_PROBE = False` standardises features",
+                 "as in every tutorial; `PAPER_PROBE = True` is the paper's way"),
+                ("repeats", "one run per entry", "one pretraining run per entry at paper scale",
+                 "as the paper; differences of about a point are within what another seed can move")),
+    colab=dict(
+        claim=
+        "the DAE with the NCS embedding loss (α = 10) above the plain DAE, pretrained on CIFAR-100 and probed on "
+        "CIFAR-10 (Table 2)",
+        dataset="cifar100", epochs=100, seeds=(0, 1, 2),
+        runs=(("dae_embed_a0", "dae_embed", {"alpha": 0.0}), ("dae_embed_ncs_a10", "dae_embed",
+                                                              {"kind": "ncs", "alpha": 10.0}))),
 )
 
 # %% ../nbs/09_papers.ipynb #fedc6fe3
@@ -195,40 +265,71 @@ GS = Paper(
     key="gs",
     citation="Rappange, Leveraging Graded Similarity in Self-Supervised Learning",
     methods=("simsiam", "simsiam_gs", "simclr", "simclr_gs"),
-    rules=((None, None, dict(optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=5e-4, batch_size=256, schedule="cosine", warmup_epochs=0,
-                             epochs=800, augment="simsiam_cifar", backbone="resnet18_cifar", knn_k=201)),
-           (("simsiam", "simsiam_gs"), None, dict(dim=2048, hidden=2048, projector_layers=2)),
-           (("simsiam_gs", "simclr_gs"), None, dict(lam=0.5)),
-           (("simclr", "simclr_gs"), None, dict(augment="simclr_cifar", batch_size=1024, lr=scaled_lr(0.03, 1024), dim=128, hidden=512, tau=0.5)),
-           (("simclr", "simclr_gs"), ("stl10",), dict(augment="simclr"))),
-    protocols={"gs_simclr": paper_protocol(optimizer="sgd", lr=scaled_lr(0.1, 256), nesterov=True, batch_size=256, epochs=90, augment="crop_flip"),
-               "gs_simsiam": paper_protocol(optimizer="sgd", lr=scaled_lr(30, 256), nesterov=True, batch_size=256, epochs=90, augment="crop_flip")},
+    rules=((None, None,
+            dict(optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=5e-4, batch_size=256, schedule="cosine",
+                 warmup_epochs=0, epochs=800, augment="simsiam_cifar", backbone="resnet18_cifar",
+                 knn_k=201)), (("simsiam", "simsiam_gs"), None, dict(dim=2048, hidden=2048, projector_layers=2)),
+           (("simsiam_gs", "simclr_gs"), None, dict(lam=0.5)), (("simclr", "simclr_gs"), None,
+                                                                dict(augment="simclr_cifar", batch_size=1024,
+                                                                     lr=scaled_lr(0.03, 1024), dim=128, hidden=512,
+                                                                     tau=0.5)), (("simclr", "simclr_gs"), ("stl10", ),
+                                                                                 dict(augment="simclr"))),
+    protocols={
+        "gs_simclr": paper_protocol(optimizer="sgd", lr=scaled_lr(0.1, 256), nesterov=True, batch_size=256, epochs=90,
+                                    augment="crop_flip"),
+        "gs_simsiam": paper_protocol(optimizer="sgd", lr=scaled_lr(30, 256), nesterov=True, batch_size=256, epochs=90,
+                                     augment="crop_flip")
+    },
     published={
         "table1": ("Table 1: linear accuracy (%), ResNet-18, 800 epochs (ImageNet: ResNet-50, 100 epochs)",
-                   _grid(("method", "dataset"), [(m, d) for m in ("simclr", "simclr_gs", "simsiam", "simsiam_gs") for d in ("CIFAR-10", "STL-10", "ImageNet")],
+                   _grid(("method", "dataset"), [(m, d) for m in ("simclr", "simclr_gs", "simsiam", "simsiam_gs")
+                                                 for d in ("CIFAR-10", "STL-10", "ImageNet")],
                          [86.28, 87.98, 63.60, 87.19, 88.19, 63.53, 88.71, 88.57, 65.29, 89.36, 88.86, 63.18])),
     },
-    notes=("The λ sweep (Fig. 10: λ from 0 to 1 in steps of 0.1) and IoA against IoU (Fig. 9) are SimCLR-GS runs of 200 epochs, read with "
-           "the kNN monitor (k = 201), not a linear probe. λ = 0 is outside ψ's definition (a division by zero); the sweep starts at 0.1.",
-           "The retrieval results (revisited Oxford5k and Paris6k) and the transfer results use ImageNet-pretrained ResNet-50s; the "
-           "package can compute the same metrics (`retrieval`: mAP and precision@10) on any labelled data set, with class labels as relevance.",
-           "The linear protocol evaluates at 224 px (resize to 256, centre crop) for ImageNet; at 32 px no resizing is needed."),
-    deviations=(("out of reach", "ImageNet pretraining (ResNet-50, 100 epochs), transfer to eight data sets, Oxford/Paris retrieval",
-                 "not run", "ImageNet, the transfer sets and the retrieval sets cannot be downloaded by the package, and ImageNet pretraining is days of GPU time"),
-                ("SimCLR optimiser", "LARS named for ImageNet only; CIFAR/STL unstated", "SGD, momentum 0.9, lr 0.03 · B/256, weight decay 5e-4, cosine", "the paper's own SimSiam recipe, scaled to SimCLR's batch"),
-                ("STL-10 images", "96 px", "resized to 32 px by default; `image_size=96` (`--image-size 96`) keeps 96 px", "32 px keeps one resolution for every data set and 9× less compute; 96 px is one setting away"),
-                ("linear probe additions", "raw features", "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm; SimSiam's lr 30 is then 0.1", "a rate of 30 only suits unstandardised features; `PAPER_PROBE = True` is the paper's way")),
-    colab=dict(claim="SimCLR-GS (λ = 0.5) above SimCLR in kNN and linear accuracy on CIFAR-10 (Table 1), probed on frozen features",
-               dataset="cifar10", epochs=12, seeds=(0, 1, 2), runs=(("simclr", "simclr", {}), ("simclr_gs_lam0.5", "simclr_gs", {"lam": 0.5}))),
+    notes=
+    ("The λ sweep (Fig. 10: λ from 0 to 1 in steps of 0.1) and IoA against IoU (Fig. 9) are SimCLR-GS runs of 200 "
+     "epochs, read with "
+     "the kNN monitor (k = 201), not a linear probe. λ = 0 is outside ψ's definition (a division by zero); the sweep "
+     "starts at 0.1.",
+     "The retrieval results (revisited Oxford5k and Paris6k) and the transfer results use ImageNet-pretrained "
+     "ResNet-50s; the "
+     "package can compute the same metrics (`retrieval`: mAP and precision@10) on any labelled data set, with class "
+     "labels as relevance.",
+     "The linear protocol evaluates at 224 px (resize to 256, centre crop) for ImageNet; at 32 px no resizing is "
+     "needed."
+     ),
+    deviations=
+    (("out of reach",
+      "ImageNet pretraining (ResNet-50, 100 epochs), transfer to eight data sets, Oxford/Paris retrieval", "not run",
+      "ImageNet, the transfer sets and the retrieval sets cannot be downloaded by the package, and ImageNet "
+      "pretraining is days of GPU time"
+      ), ("SimCLR optimiser", "LARS named for ImageNet only; CIFAR/STL unstated",
+          "SGD, momentum 0.9, lr 0.03 · B/256, weight decay 5e-4, cosine",
+          "the paper's own SimSiam recipe, scaled to SimCLR's batch"),
+     ("STL-10 images", "96 px", "resized to 32 px by default; `image_size=96` (`--image-size 96`) keeps 96 px",
+      "32 px keeps one resolution for every data set and 9× less compute; 96 px is one setting away"),
+     ("linear probe additions", "raw features",
+      "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm; SimSiam's lr 30 is then 0.1",
+      "a rate of 30 only suits unstandardised features; `PAPER_PROBE = True` is the paper's way")),
+    colab=dict(
+        claim=
+        "SimCLR-GS (λ = 0.5) above SimCLR in kNN and linear accuracy on CIFAR-10 (Table 1), probed on frozen features",
+        dataset="cifar10", epochs=12, seeds=(0, 1, 2),
+        runs=(("simclr", "simclr", {}), ("simclr_gs_lam0.5", "simclr_gs", {"lam": 0.5}))),
 )
 
-# %% ../nbs/09_papers.ipynb #96a398d0
+# %% ../nbs/09_papers.ipynb #5b778c6c
 PAPERS = {p.key: p for p in (SIDAE, AASAE, WHITE, GS)}
-HOME = {"simsiam": "sidae", "dae": "sidae", "sidae": "sidae", "supervised": "sidae", "ae": "aasae", "aaae": "aasae", "vae": "aasae",
-        "aasae": "aasae", "dae_embed": "white", "simclr": "gs", "simclr_gs": "gs", "simsiam_gs": "gs"}
+
+HOME = {
+    "simsiam": "sidae", "dae": "sidae", "sidae": "sidae", "supervised": "sidae", "ae": "aasae", "aaae": "aasae",
+    "vae": "aasae", "aasae": "aasae", "dae_embed": "white", "simclr": "gs", "simclr_gs": "gs", "simsiam_gs": "gs"
+}
+
 PROTOCOLS = {"package": Protocol(),
              **{name: p for paper in PAPERS.values() for name, p in paper.protocols.items()}}
 
+# %% ../nbs/09_papers.ipynb #ed7f3028
 def paper_preset(method: str, # a key of `METHODS`
                  dataset: str = "cifar10", # the pretraining data set (some papers change settings per data set)
                  paper: str | None = None, # whose settings: a key of `PAPERS` (default: the method's home paper, `HOME`)
@@ -239,6 +340,7 @@ def paper_preset(method: str, # a key of `METHODS`
     if paper not in PAPERS: raise ValueError(f"Unknown paper {paper!r}; choose one of {', '.join(PAPERS)}.")
     return PAPERS[paper].settings(method, dataset)
 
+# %% ../nbs/09_papers.ipynb #a37559ef
 def as_protocol(name: str | Protocol) -> Protocol:
     "The protocol called `name` (a key of `PROTOCOLS`), or `name` itself if it is a `Protocol`."
     if isinstance(name, Protocol): return name
@@ -246,17 +348,22 @@ def as_protocol(name: str | Protocol) -> Protocol:
     return PROTOCOLS[name]
 
 def as_paper(p: str | Protocol) -> Protocol:
-    "The protocol without the package's additions (no feature standardisation, no BatchNorm recalibration): the paper's way."
+    """The protocol without the package's additions (no feature standardisation, no BatchNorm recalibration): the
+    paper's way."""
     return dataclasses.replace(as_protocol(p), standardize=False, recalibrate=False)
 
 def with_additions(p: str | Protocol) -> Protocol:
-    "The protocol with the package's two additions switched on (features standardised, BatchNorm re-estimated on clean images)."
+    """The protocol with the package's two additions switched on (features standardised, BatchNorm re-estimated on clean
+    images)."""
     return dataclasses.replace(as_protocol(p), standardize=True, recalibrate=True)
 
+# %% ../nbs/09_papers.ipynb #47f9e7f9
 def protocol(name: str | Protocol) -> Protocol:
-    "`as_protocol`'s old name (it clashed with the `protocol` parameters of chapter 13), kept for one release with a deprecation warning."
+    """`as_protocol`'s old name (it clashed with the `protocol` parameters of chapter 13), kept for one release with a
+    deprecation warning."""
     import warnings
-    warnings.warn("ssl_ae.papers.protocol is deprecated and will be removed: use as_protocol.", DeprecationWarning, stacklevel=2)
+    warnings.warn("ssl_ae.papers.protocol is deprecated and will be removed: use as_protocol.", DeprecationWarning,
+                  stacklevel=2)
     return as_protocol(name)
 
 # %% ../nbs/09_papers.ipynb #e6d60655

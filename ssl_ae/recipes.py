@@ -32,7 +32,8 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 def tutorial_scale() -> str:
-    "The scale tutorials run at (one of `SCALES`): `SSL_AE_SCALE` if set, else 'colab' in Colab with a GPU, 'paper' with a CUDA GPU elsewhere, 'smoke' without one."
+    """The scale tutorials run at (one of `SCALES`): `SSL_AE_SCALE` if set, else 'colab' in Colab with a GPU, 'paper'
+    with a CUDA GPU elsewhere, 'smoke' without one."""
     name = os.environ.get("SSL_AE_SCALE", "").strip().lower()
     if name and name not in SCALES: raise ValueError(f"SSL_AE_SCALE must be one of {', '.join(SCALES)}; got {name!r}.")
     if name: return name
@@ -44,8 +45,10 @@ def runs_folder(tutorial: str, # short name, e.g. "sidae"
                 scale: str, # one of `SCALES`
                 drive: bool | None = None, # keep it on Google Drive (default: in Colab, unless SSL_AE_DRIVE=0)
                ) -> Path:
-    "Where a tutorial keeps its runs: runs/tutorial_NAME/SCALE, or in Colab a folder on Google Drive (mounted on first use) that outlives the session."
-    if drive is None: drive = in_colab() and os.environ.get("SSL_AE_DRIVE", "1") != "0"  # SSL_AE_DRIVE=0: keep runs on the session's disk
+    """Where a tutorial keeps its runs: runs/tutorial_NAME/SCALE, or in Colab a folder on Google Drive (mounted on first
+    use) that outlives the session."""
+    if drive is None:
+        drive = in_colab() and os.environ.get("SSL_AE_DRIVE", "1") != "0"  # SSL_AE_DRIVE=0: keep runs on the session's disk
     if not drive: return Path("runs") / f"tutorial_{tutorial}" / scale
     mydrive = Path("/content/drive/MyDrive")
     if not mydrive.exists():
@@ -57,14 +60,22 @@ def runs_folder(tutorial: str, # short name, e.g. "sidae"
 QUICK_RECIPE = dict(dataset="toy", backbone="small", limit=4096, epochs=8, batch_size=64, optimizer="adam", lr=1e-3,
                     weight_decay=0.0, schedule="constant", warmup_epochs=0, augment="toy")
 _SIAMESE_SMALL = {"dim": 256, "hidden": 256, "projector_layers": 2}
-QUICK_OPTIONS = {"simsiam": _SIAMESE_SMALL, "dae": _SIAMESE_SMALL, "sidae": _SIAMESE_SMALL, "simsiam_gs": _SIAMESE_SMALL}
-CPU_RECIPE = {**QUICK_RECIPE, "dataset": "digits", "limit": None, "epochs": 15, "batch_size": 128, "augment": "simsiam_mnist"}
+QUICK_OPTIONS = {
+    "simsiam": _SIAMESE_SMALL, "dae": _SIAMESE_SMALL, "sidae": _SIAMESE_SMALL, "simsiam_gs": _SIAMESE_SMALL
+}
+CPU_RECIPE = {
+    **QUICK_RECIPE, "dataset": "digits", "limit": None, "epochs": 15, "batch_size": 128, "augment": "simsiam_mnist"
+}
 
 # %% ../nbs/12_recipes.ipynb #cca2add3
 def _config(method: str, recipe: dict, options: dict, settings: dict) -> Config:
     fields = {f.name for f in dataclasses.fields(Config)} - {"method", "options"}
     unknown = set(settings) - fields - set(METHOD_OPTIONS)
-    if unknown: raise ValueError(f"unknown settings {sorted(unknown)}; use Config fields ({', '.join(sorted(fields))}) or method options ({', '.join(METHOD_OPTIONS)}).")
+    if unknown:
+        raise ValueError(
+            f"unknown settings {sorted(unknown)}; use Config fields ({', '.join(sorted(fields))}) or method options "
+            f"({', '.join(METHOD_OPTIONS)})."
+        )
     options = {**options, **{k: v for k, v in settings.items() if k in METHOD_OPTIONS}}
     return Config(method=method, options=options, **{**recipe, **{k: v for k, v in settings.items() if k in fields}})
 
@@ -80,13 +91,17 @@ def cpu_config(method: str = "sidae", **settings) -> Config:
 
 # %% ../nbs/12_recipes.ipynb #8de63fe5
 def paper_config(method: str = "sidae", dataset: str = "cifar10", paper: str | None = None, **settings) -> Config:
-    "A paper-scale `Config`: `method` on `dataset` with the settings of `paper` (default: the method's home paper) wherever `settings` are silent."
+    """A paper-scale `Config`: `method` on `dataset` with the settings of `paper` (default: the method's home paper)
+    wherever `settings` are silent."""
     return _config(method, {"dataset": dataset, "paper": paper}, {}, settings)
 
 def colab_config(method: str = "sidae", dataset: str | None = None, paper: str | None = None, **settings) -> Config:
-    "A `colab`-scale `Config`: `paper_config` shortened to the epochs of the paper's `colab` plan (chapter 09), with a checkpoint every 10 minutes."
+    """A `colab`-scale `Config`: `paper_config` shortened to the epochs of the paper's `colab` plan (chapter 09), with a
+    checkpoint every 10 minutes."""
     plan = PAPERS[paper or HOME[method]].colab
-    return _config(method, {"dataset": dataset or plan["dataset"], "paper": paper, "epochs": plan["epochs"], "checkpoint_minutes": 10}, {}, settings)
+    return _config(
+        method, {"dataset": dataset or plan["dataset"], "paper": paper, "epochs": plan["epochs"], "checkpoint_minutes": 10},
+        {}, settings)
 
 # %% ../nbs/12_recipes.ipynb #ca5fc3b5
 SMOKE = {"limit": 512, "epochs": 2}  # a smoke run: the quick recipe on the first 512 toy images, for two epochs
@@ -108,26 +123,39 @@ def scale_config(scale: str, # one of `SCALES`
 
 # %% ../nbs/12_recipes.ipynb #c9b99855
 H200_STEPS = (  # (method, data set, images/s): its paper's preset timed with the real Trainer on one NVIDIA H200, torch 2.11, bf16, channels-last (issue 19)
-    ("sidae", "cifar10", 24_000), ("simsiam", "cifar10", 31_300), ("aasae", "cifar10", 14_900), ("vae", "cifar10", 28_300),
-    ("dae_embed", "cifar100", 38_900), ("simsiam_gs", "cifar10", 13_400), ("simclr_gs", "cifar10", 25_800))
+    ("sidae", "cifar10", 24_000), ("simsiam", "cifar10", 31_300), ("aasae", "cifar10", 14_900),
+    ("vae", "cifar10", 28_300), ("dae_embed", "cifar100", 38_900), ("simsiam_gs", "cifar10",
+                                                                    13_400), ("simclr_gs", "cifar10", 25_800))
 _R, _C = 327.0, 11.5  # TFLOP/s and µs per kernel: `fit_step_model(H200_STEPS)`, checked below
 GPUS = {  # a step takes kernels × launch_us + FLOPs / tflops
-    "H200": {"tflops": _R, "launch_us": _C, "memory_gib": 139.0, "dtype": "bf16", "source": "fitted to step times measured on an H200"},
-    "T4": {"tflops": _R * 65 / 989, "launch_us": _C, "memory_gib": 15.0, "dtype": "fp16",
-           "source": "derived: the H200's arithmetic rate × 65/989 (16-bit tensor-core peaks), the same launch cost"}}
-TRAIN_IMAGES = {"toy": 10_000, "digits": 4_000, "cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
-                "stl10": 100_000}  # pretraining split (STL-10: the unlabelled one)
-TEST_IMAGES = {"toy": 2_000, "digits": 1_000, "cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000, "stl10": 8_000}
+    "H200": {
+        "tflops": _R, "launch_us": _C, "memory_gib": 139.0, "dtype": "bf16",
+        "source": "fitted to step times measured on an H200"
+    }, "T4": {
+        "tflops": _R * 65 / 989, "launch_us": _C, "memory_gib": 15.0, "dtype": "fp16",
+        "source": "derived: the H200's arithmetic rate × 65/989 (16-bit tensor-core peaks), the same launch cost"
+    }
+}
+TRAIN_IMAGES = {
+    "toy": 10_000, "digits": 4_000, "cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
+    "stl10": 100_000
+}  # pretraining split (STL-10: the unlabelled one)
+TEST_IMAGES = {
+    "toy": 2_000, "digits": 1_000, "cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "fashion_mnist": 10_000,
+    "stl10": 8_000
+}
 
 # %% ../nbs/12_recipes.ipynb #48026dcb
 _STEP_COSTS = {}
 _SHAPE_OPTIONS = ("dim", "hidden", "projector_layers", "projector_bn", "projection", "normalize_input")
 
 def _cost_key(c: Config) -> tuple:
-    "What changes a step's FLOPs and memory: method, network, augmentation, the options that shape the heads, and whether SidAE's w drops a head (0 or 1)."
+    """What changes a step's FLOPs and memory: method, network, augmentation, the options that shape the heads, and
+    whether SidAE's w drops a head (0 or 1)."""
     w = c.options.get("w")
     heads = None if w is None else "decoder only" if w == 1 else "predictor only" if w == 0 else "both"
-    return (c.method, c.backbone, c.augment, c.image_size, heads, tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
+    return (c.method, c.backbone, c.augment, c.image_size, heads,
+            tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
 
 # %% ../nbs/12_recipes.ipynb #b805b645
 class _CountKernels(TorchDispatchMode):
@@ -139,7 +167,9 @@ class _CountKernels(TorchDispatchMode):
 
 # %% ../nbs/12_recipes.ipynb #9174d328
 def step_cost(config: Config) -> dict:
-    "Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the backbone, kernels a step launches (augmentation, forward, backward), bytes of saved activations per image, and bytes of parameters."
+    """Measured on the CPU with a batch of 2: FLOPs per image of one training step and of one forward pass of the
+    backbone, kernels a step launches (augmentation, forward, backward), bytes of saved activations per image, and
+    bytes of parameters."""
     from torch.utils.flop_counter import FlopCounterMode
     cfg = config.resolved()
     torch.manual_seed(0)
@@ -153,18 +183,22 @@ def step_cost(config: Config) -> dict:
         ptr = t.untyped_storage().data_ptr()
         if ptr not in params: saved[ptr] = t.untyped_storage().nbytes()
         return t
-    with FlopCounterMode(display=False) as step, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _CountKernels() as kernels:
+    with FlopCounterMode(display=False) as step, torch.autograd.graph.saved_tensors_hooks(
+            pack, lambda t: t), _CountKernels() as kernels:
         out = method(x.float() / 255, views, torch.zeros(2, dtype=torch.long) if method.uses_labels else None)
         out.loss.backward()
     with FlopCounterMode(display=False) as fwd, torch.no_grad(): method.eval().features(x.float() / 255)
-    return {"step_flops_per_image": step.get_total_flops() / 2, "forward_flops_per_image": fwd.get_total_flops() / 2,
-            "kernels_per_step": augment_kernels.n + kernels.n,
-            "activation_bytes_per_image": sum(saved.values()) / 2, "parameter_bytes": sum(p.numel() * 4 for p in method.parameters())}
+    return {
+        "step_flops_per_image": step.get_total_flops() / 2, "forward_flops_per_image": fwd.get_total_flops() / 2,
+        "kernels_per_step": augment_kernels.n + kernels.n, "activation_bytes_per_image": sum(saved.values()) / 2,
+        "parameter_bytes": sum(p.numel() * 4 for p in method.parameters())
+    }
 
 # %% ../nbs/12_recipes.ipynb #8794978a
 def step_seconds(cost: dict, batch: int, gpu: dict) -> float:
     "Seconds of one training step of `batch` images: kernel launches plus arithmetic (this chapter's model)."
-    return cost["kernels_per_step"] * gpu["launch_us"] * 1e-6 + cost["step_flops_per_image"] * batch / (gpu["tflops"] * 1e12)
+    return cost["kernels_per_step"] * gpu["launch_us"] * 1e-6 + cost["step_flops_per_image"] * batch / (gpu["tflops"] *
+                                                                                                        1e12)
 
 def counted_cost(config: Config) -> dict:
     "`step_cost` of `config`, counted once per process for each distinct model (`_cost_key`)."
@@ -175,20 +209,23 @@ def counted_cost(config: Config) -> dict:
 
 # %% ../nbs/12_recipes.ipynb #e24d0aca
 def fit_step_model(measured=H200_STEPS) -> tuple[float, float]:
-    "(R in TFLOP/s, c in µs per kernel) that best fit measured (method, data set, images/s) rows of paper presets, in log time."
+    """(R in TFLOP/s, c in µs per kernel) that best fit measured (method, data set, images/s) rows of paper presets, in
+    log time."""
     rows = []
     for method, dataset, images_per_s in measured:
         c = paper_config(method, dataset).resolved()
         rows.append((counted_cost(c), c.batch_size, c.batch_size / images_per_s))
     grid = [(r, us) for r in (10 ** (1.5 + i / 200) for i in range(300)) for us in (0.5 + j / 10 for j in range(400))]
-    err = lambda r, us: sum((math.log(step_seconds(k, b, {"tflops": r, "launch_us": us})) - math.log(t)) ** 2 for k, b, t in rows)
+    err = lambda r, us: sum(
+        (math.log(step_seconds(k, b, {"tflops": r, "launch_us": us})) - math.log(t))**2 for k, b, t in rows)
     return min(grid, key=lambda g: err(*g))
 
 # %% ../nbs/12_recipes.ipynb #29b2a00e
 def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
                   gpus=("H200", "T4"), # keys of `GPUS`
                  ) -> dict:
-    "Hours and peak GPU memory (GiB) of training and probing `configs` on each GPU: kernels and FLOPs counted by `step_cost`, step time by the model fitted to H200 measurements (`GPUS`)."
+    """Hours and peak GPU memory (GiB) of training and probing `configs` on each GPU: kernels and FLOPs counted by
+    `step_cost`, step time by the model fitted to H200 measurements (`GPUS`)."""
     out = {}
     for gpu in gpus:
         spec, seconds, memory = GPUS[gpu], 0.0, 0.0
@@ -197,10 +234,11 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
             k = counted_cost(c)
             n = min(TRAIN_IMAGES[c.dataset], c.limit or TRAIN_IMAGES[c.dataset])
             steps = c.epochs * (n // c.batch_size)
-            probe = (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"] / (spec["tflops"] * 1e12)  # features for the probe, once
+            probe = (n + TEST_IMAGES[c.dataset]) * k["forward_flops_per_image"] / (spec["tflops"] * 1e12
+                                                                                   )  # features for the probe, once
             seconds += steps * step_seconds(k, c.batch_size, spec) + probe
             half = 0.5 if c.amp else 1.0
-            need = 4 * k["parameter_bytes"] + half * k["activation_bytes_per_image"] * c.batch_size + n * 3 * c.image_size ** 2 + 2 ** 30
+            need = 4 * k["parameter_bytes"] + half * k["activation_bytes_per_image"] * c.batch_size + n * 3 * c.image_size**2 + 2**30
             memory = max(memory, need / 2 ** 30)
         out[gpu] = {"hours": seconds / 3600, "memory_gib": memory, "fits": memory <= spec["memory_gib"]}
     return out
@@ -211,8 +249,13 @@ def duration(hours: float) -> str:
     return "under a minute" if hours < 1 / 60 else f"about {hours * 60:.0f} min" if hours < 1 else f"about {hours:.1f} h"
 
 def cost_line(configs: list, scale: str) -> str:
-    "One line for a tutorial to print before it trains: its scale's hours on an H200 (from measured step times) and on a T4 (derived), and GPU memory."
+    """One line for a tutorial to print before it trains: its scale's hours on an H200 (from measured step times) and on
+    a T4 (derived), and GPU memory."""
     e = estimate_cost(configs)
     h200, t4 = e["H200"], e["T4"]
-    return (f"{scale} scale, {len(configs)} pretraining runs: {duration(h200['hours'])} on an H200 (from step times measured there) and "
-            f"{duration(t4['hours'])} on a T4 (derived, chapter 12), {max(h200['memory_gib'], t4['memory_gib']):.1f} GiB of GPU memory at most")
+    return (
+        f"{scale} scale, {len(configs)} pretraining runs: {duration(h200['hours'])} on an H200 (from step times "
+        "measured there) and "
+        f"{duration(t4['hours'])} on a T4 (derived, chapter 12), {max(h200['memory_gib'], t4['memory_gib']):.1f} GiB "
+        "of GPU memory at most"
+    )

@@ -44,9 +44,11 @@ def verdict(a: tuple[float, float], # (mean, standard error) of the side the cla
         else: word = "holds (within noise)" if abs(z) < sigmas else "does not hold"
     return {"difference": ma - mb, "se": se, "z": z, "verdict": word}
 
-# %% ../nbs/14_study.ipynb #8a8082ed
+# %% ../nbs/14_study.ipynb #aa5c6de7
 RESULTS = Path("results")  # where studies keep their files, relative to the notebook that runs them
-META_KEYS = ("notebook", "command", "scale", "seeds", "fractions", "torch", "python", "ssl_ae", "machine", "threads", "wall_time_s")
+
+META_KEYS = ("notebook", "command", "scale", "seeds", "fractions", "torch", "python", "ssl_ae", "machine", "threads",
+             "wall_time_s")
 
 def _regenerate(notebook: str | None, scale: str) -> str:
     where = notebook or "NOTEBOOK.ipynb"
@@ -60,6 +62,7 @@ def _clean(x):
     if isinstance(x, float): return x if not math.isfinite(x) else float(f"{x:.6g}")
     return x
 
+# %% ../nbs/14_study.ipynb #3fc069ca
 class Study:
     "One tutorial at one scale: records of numbers, verdicts and figures, kept in `folder/{name}_{scale}.json`."
     def __init__(self, name: str, # the tutorial's short name ("sidae", "aasae", ...)
@@ -104,17 +107,18 @@ class Study:
     def save(self):
         "Write the file: meta data (how the numbers were made), records, verdicts and figure names."
         m = self.data["meta"]
-        m.update(notebook=self.notebook, command=_regenerate(self.notebook, self.scale), scale=self.scale,
-                 torch=torch.__version__, python=platform.python_version(), ssl_ae=ssl_ae.__version__,
-                 machine=f"{platform.machine()}, {os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-                 threads=torch.get_num_threads(),
-                 wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
+        m.update(
+            notebook=self.notebook, command=_regenerate(self.notebook, self.scale), scale=self.scale, torch=torch.__version__,
+            python=platform.python_version(), ssl_ae=ssl_ae.__version__,
+            machine=f"{platform.machine()}, {os.cpu_count()} CPUs" +
+            (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), threads=torch.get_num_threads(),
+            wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")
         tmp.replace(self.path)
 
-# %% ../nbs/14_study.ipynb #9cd3c759
+# %% ../nbs/14_study.ipynb #dfe037fe
 def _get(record: dict, field: str):
     for part in field.split("."): record = record[part]
     return record
@@ -126,6 +130,7 @@ def stat(self: Study, keys, field: str) -> tuple[float, float]:
     if missing: raise KeyError(f"{self.name} ({self.scale}) has no records {missing}; compute them with record() first.")
     return mean_se(_get(self.records[k], field) for k in keys)
 
+# %% ../nbs/14_study.ipynb #7f47855c
 @patch
 def claim(self: Study, text: str, # the paper's claim, in words
            a_keys, b_keys, # the runs of the side the claim says is higher (or equal), and of the other side
@@ -135,18 +140,24 @@ def claim(self: Study, text: str, # the paper's claim, in words
     "Compare two entries with `verdict`, store the result under `text`, and return it."
     a, b = self.stat(a_keys, field), self.stat(b_keys, field)
     v = verdict(a, b, expect)
-    out = {"a": [scale * a[0], scale * a[1]], "b": [scale * b[0], scale * b[1]], "n": [len(a_keys), len(b_keys)], "field": field, "expect": expect,
-           **{k: scale * v[k] if k in ("difference", "se") else v[k] for k in v}}
+    out = {
+        "a": [scale * a[0], scale * a[1]], "b": [scale * b[0], scale * b[1]], "n": [len(a_keys), len(b_keys)],
+        "field": field, "expect": expect, **{k: scale * v[k] if k in ("difference", "se") else v[k] for k in v}
+    }
     self.data["claims"][text] = _clean(out)
     return self.data["claims"][text]
 
+# %% ../nbs/14_study.ipynb #b1ba0218
 @patch
 def claims_table(self: Study) -> list[dict]:
     "One row per claim: the two means, their difference in standard errors and the verdict."
-    return [{"claim": t, "ours": f"{c['a'][0]:.1f} vs {c['b'][0]:.1f}", "difference": f"{c['difference']:+.1f} ± {c['se']:.1f}",
-             "z": "–" if c["z"] is None or not math.isfinite(c["z"]) else f"{c['z']:+.1f}", "verdict": c["verdict"]} for t, c in self.data["claims"].items()]
+    return [{
+        "claim": t, "ours": f"{c['a'][0]:.1f} vs {c['b'][0]:.1f}", "difference": f"{c['difference']:+.1f} ± "
+                                                                                 f"{c['se']:.1f}",
+        "z": "–" if c["z"] is None or not math.isfinite(c["z"]) else f"{c['z']:+.1f}", "verdict": c["verdict"]
+    } for t, c in self.data["claims"].items()]
 
-# %% ../nbs/14_study.ipynb #ae681e55
+# %% ../nbs/14_study.ipynb #d7440b19
 @patch
 def figure(self: Study, fig, name: str, dpi: int = 72) -> Path:
     "Save `fig` as `folder/{name}_{scale}_{name}.png` and list it in the study."
@@ -157,22 +168,33 @@ def figure(self: Study, fig, name: str, dpi: int = 72) -> Path:
     self.save()
     return path
 
+# %% ../nbs/14_study.ipynb #6c76e750
 def _fields(r, prefix: str = "") -> set:
     if not isinstance(r, dict): return {prefix}
-    return set().union(*[_fields(v, f"{prefix}.{k}" if prefix else k) for k, v in r.items() if k != "seconds"]) if r else {prefix}
+    return set().union(*[_fields(v, f"{prefix}.{k}" if prefix else k) for k, v in r.items()
+                         if k != "seconds"]) if r else {prefix}
 
 @patch
 def structure(self: Study, saved: bool = False) -> dict:
-    "The study without its numbers: record keys (seeds as *), their fields, the claims and the figures (of the file as read, if `saved`)."
+    """The study without its numbers: record keys (seeds as *), their fields, the claims and the figures (of the file as
+    read, if `saved`)."""
     data = self.saved if saved and self.saved is not None else self.data
     recs = {}
     for k, r in data["records"].items(): recs.setdefault(re.sub(r"seed\d+", "seed*", k), set()).update(_fields(r))
-    return {"records": {k: sorted(v) for k, v in sorted(recs.items())}, "claims": sorted(data["claims"]), "figures": sorted(data["figures"])}
+    return {
+        "records": {k: sorted(v) for k, v in sorted(recs.items())}, "claims": sorted(data["claims"]),
+        "figures": sorted(data["figures"])
+    }
 
+# %% ../nbs/14_study.ipynb #f93bf9db
 @patch
 def check_like(self: Study, other: Study):
     "Raise if this study's structure differs from `other`'s (e.g. the smoke run against the committed cpu results)."
-    if not other.records: raise FileNotFoundError(f"{other.path} holds no results; regenerate them with: {_regenerate(other.notebook or self.notebook, other.scale)}")
+    if not other.records:
+        raise FileNotFoundError(
+            f"{other.path} holds no results; regenerate them with: "
+            f"{_regenerate(other.notebook or self.notebook, other.scale)}"
+        )
     mine, theirs = self.structure(), other.structure(saved=True)
     diff = []
     for part in ("records", "claims", "figures"):
@@ -180,11 +202,14 @@ def check_like(self: Study, other: Study):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
         if only_a: diff.append(f"{part} only at {self.scale}: {only_a}")
         if only_b: diff.append(f"{part} only at {other.scale}: {only_b}")
-        if part == "records": diff += [f"fields of {k} differ: {a[k]} vs {b[k]}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
-    if diff: raise AssertionError(f"{self.path.name} and {other.path.name} differ in structure: " + "; ".join(diff) +
-                                  f". Regenerate the {other.scale} results: {_regenerate(other.notebook or self.notebook, other.scale)}")
+        if part == "records":
+            diff += [f"fields of {k} differ: {a[k]} vs {b[k]}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    if diff:
+        raise AssertionError(
+            f"{self.path.name} and {other.path.name} differ in structure: " + "; ".join(diff) +
+            f". Regenerate the {other.scale} results: {_regenerate(other.notebook or self.notebook, other.scale)}")
 
-# %% ../nbs/14_study.ipynb #6312b572
+# %% ../nbs/14_study.ipynb #f946715f
 @patch
 def setup(self: Study, data: tuple, # (train images, train labels, test images, test labels) for the probes
            fractions: dict, # {name: share of the labels}, e.g. {"all": 1.0, "few": 0.01}
@@ -196,24 +221,32 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
     self.lenders = [Study(n, self.scale, self.folder) for n in borrow]
     return self.describe(fractions=self.fractions)
 
+# %% ../nbs/14_study.ipynb #f254fe98
 _RUN_FIELDS = ("accuracy", "train_s", "loss", "config", "protocol", "seconds")  # what every pretraining record holds
 
-_ADDED = {"image_size": 32}  # Config fields added after results were committed: a record leaves them out while at this value, so old and new records compare
+_ADDED = {
+    "image_size": 32
+}  # Config fields added after results were committed: a record leaves them out while at this value, so old and new records compare
 
 def _settings(config: Config) -> dict:
-    "The settings a record keeps: the resolved config without run-only fields (and without later fields at their old value)."
+    """The settings a record keeps: the resolved config without run-only fields (and without later fields at their old
+    value)."""
     return {k: v for k, v in dataclasses.asdict(config.resolved()).items() if k not in RUN_SETTINGS and not (k in _ADDED and v == _ADDED[k])}
 
+# %% ../nbs/14_study.ipynb #811b51d8
 @patch
 def probe(self: Study, method, protocol=None) -> dict:
-    "{fraction name: linear accuracy} of `method`'s frozen encoder under the study's protocol (or `protocol`), one probe seed."
+    """{fraction name: linear accuracy} of `method`'s frozen encoder under the study's protocol (or `protocol`), one
+    probe seed."""
     names, fracs = list(self.fractions), tuple(self.fractions.values())
     table = probe_images(method, *self.probe_data, fracs, (0,), protocol or self.protocol)
     return {n: table[f][0] for n, f in zip(names, fracs)}
 
+# %% ../nbs/14_study.ipynb #a83c7b6f
 @patch
 def pretrain(self: Study, key: str, config: Config, extra: Callable | None = None, protocol=None) -> dict:
-    "Record of a pretraining run: train (or load) `config`, probe at every fraction (with `protocol` if given), add `extra(trainer)`."
+    """Record of a pretraining run: train (or load) `config`, probe at every fraction (with `protocol` if given), add
+    `extra(trainer)`."""
     settings = _clean(_settings(config))
     probe_with = _clean(dataclasses.asdict(as_protocol(protocol or self.protocol)))
     if key not in self.records and extra is None:
@@ -224,12 +257,15 @@ def pretrain(self: Study, key: str, config: Config, extra: Callable | None = Non
                 self.save(); return self.records[key]
     def compute():
         t = train_or_resume(config, progress=False)
-        r = {"accuracy": self.probe(t.method, protocol), "train_s": sum(h["seconds"] for h in t.history), "loss": t.history[-1]["loss"],
-             "config": settings, "protocol": probe_with}
+        r = {
+            "accuracy": self.probe(t.method, protocol), "train_s": sum(h["seconds"] for h in t.history),
+            "loss": t.history[-1]["loss"], "config": settings, "protocol": probe_with
+        }
         if extra: r.update(extra(t))
         return r
     return self.record(key, compute)
 
+# %% ../nbs/14_study.ipynb #f71015b6
 @patch
 def random(self: Study, key: str, config: Config, protocol=None) -> dict:
     "Record of the network `config` starts from, at its random initialisation, probed like a trained one."
@@ -240,6 +276,7 @@ def random(self: Study, key: str, config: Config, protocol=None) -> dict:
         return {"accuracy": self.probe(random_init(c, x, y), protocol)}
     return self.record(key, compute)
 
+# %% ../nbs/14_study.ipynb #5a070298
 @patch
 def supervised(self: Study, key: str, config: Config) -> dict:
     "Record of the backbone trained with labels from scratch at each fraction, for as many steps as `config` pretrains."
@@ -252,7 +289,8 @@ def supervised(self: Study, key: str, config: Config) -> dict:
             n = max(1, round(f * n_train))
             epochs = max(1, math.ceil(steps / max(1, n // min(c.batch_size, n))))
             out[name] = supervised_baseline(c.dataset, c.data, f, seed=c.seed, backbone=c.backbone, limit=c.limit, epochs=epochs,
-                                            batch_size=min(c.batch_size, n), optimizer=c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
+                                            batch_size=min(c.batch_size,
+                                                           n), optimizer=c.optimizer, lr=c.lr, weight_decay=c.weight_decay,
                                             schedule=c.schedule, warmup_epochs=0, augment=c.augment, subset_seed=0, device=c.device)
         return {"accuracy": out}
     return self.record(key, compute)

@@ -47,8 +47,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 # %% ../nbs/11_train.ipynb #ce987918
-METHOD_OPTIONS = ("w", "lam", "alpha", "kind", "beta", "tau", "logscale", "similarity", "denoising", "stop_gradient", "dim", "hidden",
-                  "projector_layers", "projector_bn", "reconstruct", "normalize_input", "projection")
+METHOD_OPTIONS = ("w", "lam", "alpha", "kind", "beta", "tau", "logscale", "similarity", "denoising", "stop_gradient",
+                  "dim", "hidden", "projector_layers", "projector_bn", "reconstruct", "normalize_input", "projection")
 
 # %% ../nbs/11_train.ipynb #a0568b3d
 @dataclass
@@ -90,7 +90,8 @@ class Config:
 
     def resolved(self) -> "Config":
         "A copy with every `None` replaced by the paper's value, and the settings validated."
-        if self.method not in METHODS: raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.method not in METHODS: raise ValueError(f"Unknown method {self.method!r}; choose one of "
+                                                        f"{', '.join(METHODS)}.")
         preset = paper_preset(self.method, self.dataset, self.paper)
         fields = {f.name for f in dataclasses.fields(self)}
         c = dataclasses.replace(self, options={**{k: v for k, v in preset.items() if k not in fields}, **self.options})
@@ -98,17 +99,23 @@ class Config:
             if k in fields and getattr(c, k) is None: setattr(c, k, v)
         if c.split is None: c.split = "unlabeled" if c.dataset == "stl10" else "train"
         check_size(c.image_size)
-        if c.augment not in PRESETS: raise ValueError(f"Unknown augmentation {c.augment!r}; choose one of {', '.join(PRESETS)}.")
-        if c.optimizer not in ("sgd", "adam"): raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {c.optimizer!r}.")
-        if c.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {c.schedule!r}.")
+        if c.augment not in PRESETS:
+            raise ValueError(f"Unknown augmentation {c.augment!r}; choose one of {', '.join(PRESETS)}.")
+        if c.optimizer not in ("sgd", "adam"): raise ValueError("optimizer must be 'sgd' or 'adam'; got "
+                                                                f"{c.optimizer!r}.")
+        if c.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got "
+                                                         f"{c.schedule!r}.")
         for k in ("epochs", "batch_size", "knn_k"):
             if getattr(c, k) < 1: raise ValueError(f"{k} must be at least 1; got {getattr(c, k)}.")
         if not c.lr > 0: raise ValueError(f"lr must be > 0; got {c.lr}.")
         if not 0 < c.label_fraction <= 1: raise ValueError(f"label_fraction must be in (0, 1]; got {c.label_fraction}.")
         if c.limit is not None and c.limit < 1: raise ValueError(f"limit must be None or at least 1; got {c.limit}.")
-        if c.amp not in (True, False, "bf16", "fp16"): raise ValueError(f"amp must be True, False, 'bf16' or 'fp16'; got {c.amp!r}.")
-        if c.compile not in (True, False, *COMPILE_MODES): raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {c.compile!r}.")
-        if not c.checkpoint_minutes >= 0: raise ValueError(f"checkpoint_minutes must be >= 0 (0: off); got {c.checkpoint_minutes}.")
+        if c.amp not in (True, False, "bf16", "fp16"):
+            raise ValueError(f"amp must be True, False, 'bf16' or 'fp16'; got {c.amp!r}.")
+        if c.compile not in (True, False, *COMPILE_MODES):
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {c.compile!r}.")
+        if not c.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0: off); got {c.checkpoint_minutes}.")
         unknown = set(c.options) - set(METHOD_OPTIONS)
         if unknown: raise ValueError(f"unknown method options {sorted(unknown)}; known: {', '.join(METHOD_OPTIONS)}.")
         return c
@@ -120,7 +127,8 @@ def method_of(config: Config,
              ) -> nn.Module:
     "The method `config` describes, freshly built (untrained, on the CPU)."
     cfg = config.resolved()
-    if cfg.method == "supervised" and n_classes is None: raise ValueError("the supervised baseline needs n_classes (the number of classes of its labels).")
+    if cfg.method == "supervised" and n_classes is None:
+        raise ValueError("the supervised baseline needs n_classes (the number of classes of its labels).")
     extra = {"n_classes": n_classes} if cfg.method == "supervised" else {}
     stats = {} if mean is None else {"mean": mean, "std": std}
     return build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **stats, **cfg.options, **extra)
@@ -129,19 +137,18 @@ def method_of(config: Config,
 _MOVED = {  # name: its module since issue 20
     **dict.fromkeys(("eval_mode", "extract_features", "knn_accuracy"), "features"),
     **dict.fromkeys(("GlobalBatchNorm", "default_device"), "devices"),
-    **dict.fromkeys(("SCALES", "in_colab", "tutorial_scale", "runs_folder", "QUICK_RECIPE", "QUICK_OPTIONS", "CPU_RECIPE",
-                     "quick_config", "cpu_config", "paper_config", "colab_config", "H200_STEPS", "GPUS", "TRAIN_IMAGES",
-                     "TEST_IMAGES", "step_cost", "counted_cost", "fit_step_model", "estimate_cost", "duration", "cost_line"),
-                    "recipes")}
+    **dict.fromkeys(("SCALES", "in_colab", "tutorial_scale", "runs_folder", "QUICK_RECIPE", "QUICK_OPTIONS", "CPU_RECIPE", "quick_config", "cpu_config", "paper_config", "colab_config", "H200_STEPS", "GPUS", "TRAIN_IMAGES", "TEST_IMAGES", "step_cost", "counted_cost", "fit_step_model", "estimate_cost", "duration", "cost_line"), "recipes")
+}
 
 def __getattr__(name):
     "Names that moved to another module, still importable from here for one release, with a deprecation warning."
     if name not in _MOVED: raise AttributeError(f"module 'ssl_ae.train' has no attribute {name!r}")
     import importlib
-    warnings.warn(f"ssl_ae.train.{name} moved to ssl_ae.{_MOVED[name]}.{name}; the old name will be removed.", DeprecationWarning, stacklevel=2)
+    warnings.warn(f"ssl_ae.train.{name} moved to ssl_ae.{_MOVED[name]}.{name}; the old name will be removed.",
+                  DeprecationWarning, stacklevel=2)
     return getattr(importlib.import_module(f"ssl_ae.{_MOVED[name]}"), name)
 
-# %% ../nbs/11_train.ipynb #9b4f375e
+# %% ../nbs/11_train.ipynb #f1d3dcc5
 class CheckpointError(ValueError):
     "A checkpoint cannot be read, or does not fit what it is loaded into."
 
@@ -157,20 +164,28 @@ def save_atomic(obj, path: str | Path):
     finally:
         if tmp.exists(): tmp.unlink()
 
+# %% ../nbs/11_train.ipynb #9cc2c8b4
 def load_checkpoint(path: str | Path, method: str | None = None) -> dict:
-    "Read an ssl_ae checkpoint onto the CPU; raise `CheckpointError` with the reason if it is unreadable or of another method."
+    """Read an ssl_ae checkpoint onto the CPU; raise `CheckpointError` with the reason if it is unreadable or of another
+    method."""
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"no checkpoint at {path}; train first (ssl_ae pretrain --out {path.parent}) or give the right path.")
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}; train first (ssl_ae pretrain --out {path.parent}) or give the right path.")
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        reason = "its contents are not a safely loadable checkpoint" if "weights only load failed" in first.lower() else f"{type(e).__name__}: {first[:160]}"
+        reason = "its contents are not a safely loadable checkpoint" if "weights only load failed" in first.lower(
+        ) else f"{type(e).__name__}: {first[:160]}"
         raise CheckpointError(f"{path} is not a readable checkpoint ({reason}); it may be truncated or corrupt. "
                               "Use an earlier checkpoint, or start again without --resume.") from None
     if not isinstance(ckpt, dict) or not {"model", "config", "epoch"} <= set(ckpt):
         raise CheckpointError(f"{path} is not an ssl_ae checkpoint (it lacks model, config or epoch).")
     if method is not None and ckpt["config"].get("method") != method:
-        raise CheckpointError(f"{path} holds a {ckpt['config'].get('method')!r} model, not {method!r}; pass --method {ckpt['config'].get('method')} or another checkpoint.")
+        raise CheckpointError(
+            f"{path} holds a {ckpt['config'].get('method')!r} model, not {method!r}; pass --method "
+            f"{ckpt['config'].get('method')} or another checkpoint."
+        )
     return ckpt
 
 # %% ../nbs/11_train.ipynb #2bc7ad66
@@ -188,7 +203,8 @@ class NonFiniteLossError(RuntimeError):
 # %% ../nbs/11_train.ipynb #d3cd02cd
 @contextmanager
 def _deferred_interrupt():
-    "Within the block the first SIGINT sets the yielded event instead of raising (a second one raises at once); outside the main thread, a no-op."
+    """Within the block the first SIGINT sets the yielded event instead of raising (a second one raises at once);
+    outside the main thread, a no-op."""
     event = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield event; return
@@ -201,7 +217,8 @@ def _deferred_interrupt():
 
 # %% ../nbs/11_train.ipynb #1a13a698
 def _training_data(cfg: Config, images=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "The pretraining images (uint8 N×3×S×S, S = `cfg.image_size`) and labels: the config's data set, or `images` given in memory."
+    """The pretraining images (uint8 N×3×S×S, S = `cfg.image_size`) and labels: the config's data set, or `images` given
+    in memory."""
     if images is not None: images, labels = as_images(images, cfg.image_size)
     elif cfg.dataset == "memory":
         raise ValueError("this run trained on images given in memory; pass them again: Trainer.resume(path, images=images) or train_or_resume(config, images=images).")
@@ -215,9 +232,12 @@ def _training_data(cfg: Config, images=None) -> tuple[torch.Tensor, torch.Tensor
 # %% ../nbs/11_train.ipynb #4c86489d
 def _optimizer_and_schedule(cfg: Config, params: list, steps_per_epoch: int, fused: bool = False):
     "The config's optimiser (SGD or Adam) and its per-step learning-rate schedule."
-    kw = {"fused": True} if fused else {}  # CUDA: one kernel per step, and the fp16 grad scaler then skips bad steps without asking the host
-    if cfg.optimizer == "sgd": opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
-    else: opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    kw = {"fused": True} if fused else {
+    }  # CUDA: one kernel per step, and the fp16 grad scaler then skips bad steps without asking the host
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
 
@@ -241,15 +261,18 @@ class Trainer:
         self.rank, self.world, local_rank = distributed_context()
         self.device = resolve_device(cfg.device, local_rank)
         self.progress = progress and self.rank == 0
-        if cfg.batch_size % self.world: raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {self.world} processes.")
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {self.world} processes.")
         given = images is not None
         self.images, self.labels = images, labels = _training_data(cfg, images)
         if given: self.config = cfg = dataclasses.replace(cfg, dataset="memory")  # a resume must be handed the images again
         self._test = None if not given else as_images(test, cfg.image_size) if test is not None else False
         mean, std = channel_stats(images)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank, and for the random-init baseline
-        self.method = method_of(cfg, mean, std, n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None).to(self.device)
-        if self.method.uses_labels and (labels < 0).all(): raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
+        self.method = method_of(cfg, mean, std,
+                                n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None).to(self.device)
+        if self.method.uses_labels and (labels < 0).all():
+            raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
         cuda = self.device.type == "cuda"
         self.channels_last = cfg.channels_last and self.device.type in ("cuda", "cpu")
         if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
@@ -259,14 +282,17 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
         self.mode = step_mode(cfg.compile, self.device, self.world)  # "graphs", "compile" or "eager" (chapter 10)
         if self.mode == "compile": self.model = torch.compile(self.model)
-        self.loader = DeviceLoader(images, labels, cfg.batch_size // self.world, self.device, seed=cfg.seed, rank=self.rank, world_size=self.world)
+        self.loader = DeviceLoader(images, labels, cfg.batch_size // self.world, self.device, seed=cfg.seed, rank=self.rank,
+                                   world_size=self.world)
         self.augment = PRESETS[cfg.augment].at(cfg.image_size)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
-        self.optimizer, self.scheduler = _optimizer_and_schedule(cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
+        self.optimizer, self.scheduler = _optimizer_and_schedule(cfg, [p for p in self.method.parameters() if p.requires_grad],
+                                                                 len(self.loader), fused=cuda)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self._graph = CapturedStep(self._compute, [self.generator]) if self.mode == "graphs" else None
-        if self._graph is not None: capturable(self.optimizer)  # after the schedule is built: it keeps the initial rates as numbers
+        if self._graph is not None:
+            capturable(self.optimizer)  # after the schedule is built: it keeps the initial rates as numbers
         self.epoch, self.history, self.partial = 0, [], None  # partial: the unfinished epoch's progress (step, sums, ...)
         self._interrupted, self._last_save = threading.Event(), time.time()
         self.out = Path(cfg.out)
@@ -290,15 +316,17 @@ class Trainer:
         self.scaler.step(self.optimizer); self.scaler.update()
         return out
 
-# %% ../nbs/11_train.ipynb #81f37d30
+# %% ../nbs/11_train.ipynb #e2065350
 @patch
 def state_dict(self: Trainer) -> dict:
     "Everything needed to resume exactly."
     rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
     if self.device.type == "cuda": rng["cuda"] = torch.cuda.get_rng_state(self.device)
-    return {"model": self.method.state_dict(), "optimizer": portable(self.optimizer.state_dict()), "scheduler": portable(self.scheduler.state_dict()),
-            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "partial": self.partial, "config": dataclasses.asdict(self.config),
-            "history": self.history, "rng": rng}
+    return {
+        "model": self.method.state_dict(), "optimizer": portable(self.optimizer.state_dict()),
+        "scheduler": portable(self.scheduler.state_dict()), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
+        "partial": self.partial, "config": dataclasses.asdict(self.config), "history": self.history, "rng": rng
+    }
 
 @patch
 def save(self: Trainer, path: str | Path | None = None) -> Path:
@@ -309,13 +337,19 @@ def save(self: Trainer, path: str | Path | None = None) -> Path:
     if self.history: _history_csv(self.history, path.parent / "history.csv")
     return path
 
+# %% ../nbs/11_train.ipynb #14879095
 @patch
 def load_state_dict(self: Trainer, ckpt: dict):
     "Restore a checkpoint's state into this trainer."
-    try: self.method.load_state_dict(ckpt["model"])
+    try:
+        self.method.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"the checkpoint's weights do not fit this {self.config.method} / {self.config.backbone} model: {str(e).splitlines()[0]}") from None
-    own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g} for g in self.optimizer.param_groups]  # this machine's choices
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit this {self.config.method} / {self.config.backbone} model: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
+    own = [{k: g[k] for k in ("fused", "capturable", "foreach") if k in g}
+           for g in self.optimizer.param_groups]  # this machine's choices
     saved = portable(ckpt["optimizer"])
     self.optimizer.load_state_dict({**saved, "param_groups": [{**g, **o} for g, o in zip(saved["param_groups"], own)]})
     if self._graph is not None: capturable(self.optimizer)
@@ -326,6 +360,7 @@ def load_state_dict(self: Trainer, ckpt: dict):
     self.generator.set_state(ckpt["rng"]["augment"])
     if "cuda" in ckpt["rng"] and self.device.type == "cuda": torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
+# %% ../nbs/11_train.ipynb #785763c1
 @patch(cls_method=True)
 def resume(cls: Trainer, path: str | Path, progress: bool = True,
            images=None, test=None, # the images (and test split) again, for a run trained on images in memory
@@ -356,9 +391,14 @@ def _check_finite(self: Trainer, values: dict, step: int):
     if bad:
         kept = self.out / "last.pt"
         where = f"{kept} (epoch {self.epoch})" if self.epoch and kept.exists() else "none was written yet"
-        every = " in every step since the last check (more than fp16's grad scaler can skip)" if self.scaler.is_enabled() else ""
-        raise NonFiniteLossError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}){every} at epoch {self.epoch + 1}, "
-                                 f"step {step + 1}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn off mixed precision (--no-amp).")
+        every = " in every step since the last check (more than fp16's grad scaler can skip)" if self.scaler.is_enabled(
+        ) else ""
+        raise NonFiniteLossError(
+            f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}){every} at epoch "
+            f"{self.epoch + 1}, "
+            f"step {step + 1}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn off mixed "
+            "precision (--no-amp)."
+        )
 
 # %% ../nbs/11_train.ipynb #2c23b06a
 @patch
@@ -370,16 +410,18 @@ def _test_split(self: Trainer):
 
 @patch
 def knn(self: Trainer) -> float | None:
-    "kNN accuracy (k=200, τ=0.1) of the backbone's features: labelled training images as the bank, the test split as queries."
+    """kNN accuracy (k=200, τ=0.1) of the backbone's features: labelled training images as the bank, the test split as
+    queries."""
     test = self._test_split()
     if not test: return None
     bank = self.labels >= 0
     if self.config.split != "train" or not bank.any():
         bank_x, bank_y = load_dataset(self.config.dataset, self.config.data, "train", size=self.config.image_size)
     else: bank_x, bank_y = self.images[bank], self.labels[bank]
-    return features.knn_accuracy(features.extract_features(self.method, bank_x), bank_y, features.extract_features(self.method, test[0]), test[1])
+    return features.knn_accuracy(features.extract_features(self.method, bank_x), bank_y,
+                                 features.extract_features(self.method, test[0]), test[1])
 
-# %% ../nbs/11_train.ipynb #6a01d609
+# %% ../nbs/11_train.ipynb #7e7c1857
 @patch
 def fit(self: Trainer, stop_after: int | None = None) -> list[dict]:
     "Train until `config.epochs` (or until epoch `stop_after`, to simulate an interruption); returns the history."
@@ -391,6 +433,7 @@ def fit(self: Trainer, stop_after: int | None = None) -> list[dict]:
             if interrupted.is_set(): self._stop()
     return self.history
 
+# %% ../nbs/11_train.ipynb #3928f40d
 @patch
 def _fit_epoch(self: Trainer):
     from tqdm.auto import tqdm
@@ -400,7 +443,8 @@ def _fit_epoch(self: Trainer):
     start, embedding = time.time() - p["seconds"], None
     sums = {k: torch.tensor(v, device=self.device) for k, v in p["sums"].items()}
     n, finite = p["n"], torch.tensor(float(p["finite"]), device=self.device)
-    bar = tqdm(total=len(self.loader), initial=p["step"], desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
+    bar = tqdm(total=len(self.loader), initial=p["step"], desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+               disable=not self.progress, leave=False)
     for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
         out = self.step(xb, yb if self.method.uses_labels else None)
         ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16: the scaler skips such steps
@@ -412,27 +456,37 @@ def _fit_epoch(self: Trainer):
         if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
             means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
             self._check_finite(means, i)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{(i + 1 - p['step']) * len(xb) * self.world / (time.time() - start - p['seconds'] + 1e-9):.0f}"})
+            bar.set_postfix({
+                **{
+                    k: f"{v:.4f}" for k, v in means.items()
+                }, "img/s": f"{(i + 1 - p['step']) * len(xb) * self.world / (time.time() - start - p['seconds'] + 1e-9):.0f}"
+            })
         bar.update(1)
         if i + 1 < len(self.loader):  # mid-epoch: stop here if interrupted, or write a checkpoint if one is due
             due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
             if self._interrupted.is_set() or due:
-                self.partial = {"step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
-                                "seconds": time.time() - start}
+                self.partial = {
+                    "step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
+                    "seconds": time.time() - start
+                }
                 if self._interrupted.is_set(): bar.close(); self._stop()
                 if self.rank == 0: self.save()
     bar.close()
     self.epoch, self.partial = self.epoch + 1, None
-    row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()}, "lr": float(self.optimizer.param_groups[0]["lr"]),
-           "spread": features.embedding_spread(embedding) if embedding is not None else float("nan"),
-           "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
+    row = {
+        "epoch": self.epoch,
+        **{k: (v / finite).item() for k, v in sums.items()}, "lr": float(self.optimizer.param_groups[0]["lr"]),
+        "spread": features.embedding_spread(embedding) if embedding is not None else float("nan"),
+        "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)
+    }
     if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
     self._check_finite(row, len(self.loader) - 1)
     if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
         row["knn"] = self.knn()
     self.history.append(row)
     if self.rank == 0:
-        if self.progress: print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
+        if self.progress:
+            print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs: self.save()
         if cfg.keep_every and self.epoch % cfg.keep_every == 0: self.save(self.out / f"epoch_{self.epoch:03d}.pt")
 
@@ -456,7 +510,8 @@ def plot_history(history: list[dict], title: str | None = None):
     return fig
 
 # %% ../nbs/11_train.ipynb #be4a6f15
-RUN_SETTINGS = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every", "compile", "out", "knn_every", "knn_k")  # how a run runs, not what it computes
+RUN_SETTINGS = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every",
+                "compile", "out", "knn_every", "knn_k")  # how a run runs, not what it computes
 
 def train_or_resume(config: Config, progress: bool = True,
                     images=None, test=None, # images in memory (and a test split), as `Trainer` takes them
@@ -466,14 +521,20 @@ def train_or_resume(config: Config, progress: bool = True,
     if not path.exists():
         trainer = Trainer(config, progress=progress, images=images, test=test)
     else:
-        saved = {**dataclasses.asdict(Config()), **load_checkpoint(path)["config"]}  # a field added since the run was saved has its default
+        saved = {**dataclasses.asdict(Config()),
+                 **load_checkpoint(path)["config"]}  # a field added since the run was saved has its default
         if saved["dataset"] == "memory" and images is None:
-            raise ValueError(f"{path} was trained on images given in memory; pass them again: train_or_resume(config, images=images).")
+            raise ValueError(
+                f"{path} was trained on images given in memory; pass them again: train_or_resume(config, "
+                "images=images).")
         wanted = dataclasses.asdict(config.resolved()) | ({"dataset": "memory"} if images is not None else {})
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if k not in RUN_SETTINGS and saved.get(k) != v}
         if diff:
-            raise ValueError(f"{path} holds a run with other settings ({', '.join(f'{k}: saved {a!r}, asked {b!r}' for k, (a, b) in diff.items())}); "
-                             "choose another out folder, or delete that one to train again.")
-        trainer = Trainer.resume(path, progress=progress, images=images, test=test, **{k: getattr(config, k) for k in RUN_SETTINGS})
+            raise ValueError(
+                f"{path} holds a run with other settings "
+                f"({', '.join(f'{k}: saved {a!r}, asked {b!r}' for k, (a, b) in diff.items())}); "
+                "choose another out folder, or delete that one to train again.")
+        trainer = Trainer.resume(path, progress=progress, images=images, test=test,
+                                 **{k: getattr(config, k) for k in RUN_SETTINGS})
     trainer.fit()
     return trainer

@@ -57,14 +57,17 @@ def _image_grid(fig, rows: dict, n: int):
 
 # %% ../nbs/15_widgets.ipynb #965822a0
 class Explorer:
-    "ipywidgets wiring for a render function: `controls` feed its keyword arguments, `extras` are other widgets shown with them."
+    """ipywidgets wiring for a render function: `controls` feed its keyword arguments, `extras` are other widgets shown
+    with them."""
     def __init__(self, render: Callable[..., Rendered], controls: dict, extras: tuple = ()):
         import ipywidgets as W
         self.render, self.controls, self.last, self.error = render, controls, None, None
         self.output, self.status = W.Output(), W.HTML()
         for c in controls.values(): c.observe(lambda _: self.update(), names="value")
-        self.widget = W.VBox([W.HBox(list(controls.values())), *[W.HBox(list(e)) if isinstance(e, tuple) else e for e in extras],
-                              self.status, self.output])
+        self.widget = W.VBox([
+            W.HBox(list(controls.values())), *[W.HBox(list(e)) if isinstance(e, tuple) else e for e in extras], self.status,
+            self.output
+        ])
         self.update()
 
     def values(self) -> dict: return {k: c.value for k, c in self.controls.items()}
@@ -93,7 +96,9 @@ def render_w(models: dict, # {w: trained SidAE-family method}
              augment: str = "toy", seed: int = 0, n: int = 6) -> Rendered:
     "Loss parts against w for every model, and the chosen model's views and reconstructions."
     import matplotlib.pyplot as plt
-    if w not in models: raise ValueError(f"no model trained at w = {w}; trained: {', '.join(map(str, sorted(models)))}. Train one first.")
+    if w not in models:
+        raise ValueError(f"no model trained at w = {w}; trained: {', '.join(map(str, sorted(models)))}. Train one "
+                         "first.")
     n = min(n, len(images))
     parts = {k: loss_parts(m, images, augment, seed) for k, m in sorted(models.items())}
     rec = reconstruct_views(models[w], images[:n], augment, seed)
@@ -108,14 +113,18 @@ def render_w(models: dict, # {w: trained SidAE-family method}
     ax_dae.set_ylim(0, 1.15 * max([parts[k]["dae"] for k in parts if "dae" in parts[k]], default=1))
     ax_si.set_ylim(-1.05, 1.05 if any(parts[k].get("simsiam", -1) > 0 for k in parts) else 0.05)
     ax_si.set_xlabel("w")
-    _image_grid(right, {"x": rec["clean"], "x1": rec["views"].x1, "x2": rec["views"].x2, "x1'": rec["r1"], "x2'": rec["r2"]}, n)
-    right.suptitle(f"w = {w}" + (f": pixel MSE of reconstructions {float(torch.cat([rec['mse1'], rec['mse2']]).mean()):.4f}" if rec["r1"] is not None else ""), fontsize=10)
+    _image_grid(right,
+                {"x": rec["clean"], "x1": rec["views"].x1, "x2": rec["views"].x2, "x1'": rec["r1"], "x2'": rec["r2"]}, n)
+    right.suptitle(
+        f"w = {w}" + (f": pixel MSE of reconstructions {float(torch.cat([rec['mse1'], rec['mse2']]).mean()):.4f}"
+                      if rec["r1"] is not None else ""), fontsize=10)
     return Rendered(fig, {"w": w, "parts": parts, "mse1": rec["mse1"], "mse2": rec["mse2"]})
 
 # %% ../nbs/15_widgets.ipynb #af916921
 def train_w(w: float, **settings) -> nn.Module:
     "A SidAE model at weight `w` trained on the real digits with `cpu_config` (settings override it)."
-    return train_or_resume(cpu_config("sidae", w=w, **{"out": tempfile.mkdtemp(prefix="sidae_w"), **settings}), progress=False).method.eval()
+    return train_or_resume(cpu_config("sidae", w=w, **{"out": tempfile.mkdtemp(prefix="sidae_w"), **settings}),
+                           progress=False).method.eval()
 
 def w_explorer(models: dict, # {w: trained method}; the button adds to it
                images: torch.Tensor, train: Callable[[float], nn.Module] = train_w, augment: str = "simsiam_mnist") -> Explorer:
@@ -125,7 +134,8 @@ def w_explorer(models: dict, # {w: trained method}; the button adds to it
     seed = W.IntSlider(0, 0, 20, description="views seed")
     new_w = W.FloatSlider(0.25, min=0, max=1, step=0.025, description="new w")
     button = W.Button(description="train at new w", icon="play")
-    explorer = Explorer(lambda w, seed: render_w(models, images, w, augment, seed), {"w": choose, "seed": seed}, ((new_w, button),))
+    explorer = Explorer(lambda w, seed: render_w(models, images, w, augment, seed), {"w": choose, "seed": seed},
+                        ((new_w, button), ))
     def on_click(_):
         button.disabled, button.description = True, "training…"
         try:
@@ -136,14 +146,16 @@ def w_explorer(models: dict, # {w: trained method}; the button adds to it
     explorer.new_w, explorer.button = new_w, button
     return explorer
 
-# %% ../nbs/15_widgets.ipynb #fb72fe0e
+# %% ../nbs/15_widgets.ipynb #cf704d60
 def crop_pairs(image_size: tuple[int, int], n: int, augment: str = "simsiam_cifar", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "`n` pairs of crop boxes (top, left, height, width) for an image of `image_size`, as the preset samples them for two views."
+    """`n` pairs of crop boxes (top, left, height, width) for an image of `image_size`, as the preset samples them for
+    two views."""
     if augment not in PRESETS: raise ValueError(f"Unknown augmentation {augment!r}; choose one of {', '.join(PRESETS)}.")
     g = torch.Generator().manual_seed(seed)
     h, w = image_size
     return PRESETS[augment].boxes(n, h, w, g), PRESETS[augment].boxes(n, h, w, g)
 
+# %% ../nbs/15_widgets.ipynb #911fda26
 def render_lambda(image: torch.Tensor, # one uint8 image (3, H, W)
                   lam: float = 0.5, # threshold λ in (0, 1]
                   n_pairs: int = 4, augment: str = "simsiam_cifar", seed: int = 0,
@@ -165,18 +177,27 @@ def render_lambda(image: torch.Tensor, # one uint8 image (3, H, W)
     for i in range(n_pairs):
         ax_c.plot([a12[i], a21[i]], [p12[i], p21[i]], "-", color=f"C{i}", lw=0.8, alpha=0.6)
         ax_c.plot(a12[i], p12[i], "o", color=f"C{i}"); ax_c.plot(a21[i], p21[i], "s", mfc="none", color=f"C{i}")
-    ax_c.set_xlabel(f"{similarity.upper()} (● view 1 → 2, □ view 2 → 1)"); ax_c.set_ylabel("ψ"); ax_c.set_xlim(0, 1); ax_c.set_ylim(0, 1.05)
+    ax_c.set_xlabel(f"{similarity.upper()} (● view 1 → 2, □ view 2 → 1)")
+    ax_c.set_ylabel("ψ")
+    ax_c.set_xlim(0, 1)
+    ax_c.set_ylim(0, 1.05)
     ax_c.legend(loc="lower right", fontsize=8)
     img = image.float() / 255 if image.dtype == torch.uint8 else image
-    ax_i.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest"); ax_i.set_xticks([]); ax_i.set_yticks([])
+    ax_i.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    ax_i.set_xticks([])
+    ax_i.set_yticks([])
     for i in range(n_pairs):
         for box, ls in ((b1[i], "-"), (b2[i], "--")):
             t, l, h, w = box.tolist()
             ax_i.add_patch(Rectangle((l - 0.5, t - 0.5), w, h, fill=False, ec=f"C{i}", lw=2, ls=ls))
     ax_i.set_title("pairs: view 1 solid, view 2 dashed", fontsize=9)
-    ax_i.set_xlabel("\n".join(f"pair {i}: {similarity.upper()} {a12[i]:.2f} / {a21[i]:.2f} → ψ {p12[i]:.2f} / {p21[i]:.2f}" for i in range(n_pairs)), fontsize=8)
-    return Rendered(fig, {"box1": b1, "box2": b2, "overlap12": o12, "overlap21": o21, "psi12": psi12, "psi21": psi21, "lam": lam})
+    ax_i.set_xlabel(
+        "\n".join(f"pair {i}: {similarity.upper()} {a12[i]:.2f} / {a21[i]:.2f} → ψ {p12[i]:.2f} / {p21[i]:.2f}"
+                  for i in range(n_pairs)), fontsize=8)
+    return Rendered(
+        fig, {"box1": b1, "box2": b2, "overlap12": o12, "overlap21": o21, "psi12": psi12, "psi21": psi21, "lam": lam})
 
+# %% ../nbs/15_widgets.ipynb #2a4b732c
 def lambda_explorer(images: torch.Tensor, augment: str = "simsiam_cifar") -> Explorer:
     "Explore graded similarity: λ, the image, the crop pairs' seed and IoA or IoU."
     import ipywidgets as W
@@ -185,30 +206,37 @@ def lambda_explorer(images: torch.Tensor, augment: str = "simsiam_cifar") -> Exp
                 "index": W.IntSlider(0, 0, len(images) - 1, description="image"),
                 "seed": W.IntSlider(0, 0, 50, description="crops seed"),
                 "similarity": W.Dropdown(options=["ioa", "iou"], value="ioa", description="overlap")}
-    return Explorer(lambda lam, index, seed, similarity: render_lambda(images[index], lam, 4, augment, seed, similarity), controls)
+    return Explorer(lambda lam, index, seed, similarity: render_lambda(images[index], lam, 4, augment, seed, similarity),
+                    controls)
 
-# %% ../nbs/15_widgets.ipynb #1463ee3b
+# %% ../nbs/15_widgets.ipynb #24b467d2
 @torch.no_grad()
 def view_agreement(method: nn.Module, images: torch.Tensor, augment: str = "white", seed: int = 0) -> float:
     "Mean cosine similarity between the latent codes (`Method.embed`) of two seeded views of each image."
     x, views = seeded_views(images, augment, seed, _device(method))
     with eval_mode(method): return F.cosine_similarity(method.embed(views.x1), method.embed(views.x2)).mean().item()
 
+# %% ../nbs/15_widgets.ipynb #f176f8a3
 def alpha_table(models: dict, # {(kind, alpha): trained dae_embed method}
                 images: torch.Tensor, augment: str = "white", seed: int = 0) -> dict:
     "{(kind, alpha): {'reconstruction': pixel MSE, 'agreement': view cosine}} on the same seeded views."
     table = {}
     for key, m in models.items():
         rec = reconstruct_views(m, images, augment, seed)
-        table[key] = {"reconstruction": float(torch.cat([rec["mse1"], rec["mse2"]]).mean()), "agreement": view_agreement(m, images, augment, seed)}
+        table[key] = {
+            "reconstruction": float(torch.cat([rec["mse1"], rec["mse2"]]).mean()),
+            "agreement": view_agreement(m, images, augment, seed)
+        }
     return table
 
+# %% ../nbs/15_widgets.ipynb #9362b80e
 def render_alpha(models: dict, images: torch.Tensor, kind: str, alpha: float, augment: str = "white", seed: int = 0,
                  n: int = 6, table: dict | None = None, # `alpha_table(models, images, ...)`, if already computed
                 ) -> Rendered:
     "Reconstruction error and view agreement against α for each kind, and the chosen model's reconstructions."
     import matplotlib.pyplot as plt
-    if (kind, alpha) not in models: raise ValueError(f"no model trained for kind {kind!r} at α = {alpha}; trained: {sorted(models)}.")
+    if (kind, alpha) not in models:
+        raise ValueError(f"no model trained for kind {kind!r} at α = {alpha}; trained: {sorted(models)}.")
     table = table or alpha_table(models, images, augment, seed)
     n = min(n, len(images))
     fig = plt.figure(figsize=(12, 3.8), layout="constrained")
@@ -219,15 +247,22 @@ def render_alpha(models: dict, images: torch.Tensor, kind: str, alpha: float, au
         for ax, key in zip(axes, ("reconstruction", "agreement")):
             ax.plot(alphas, [table[(k, a)][key] for a in alphas], "o-", color=f"C{i}", label=k.upper())
     for ax, label in zip(axes, ("pixel MSE of reconstructions", "cosine of the views' codes")):
-        ax.set_xscale("symlog", linthresh=0.1); ax.set_xlabel("α"); ax.set_title(label, fontsize=9); ax.axvline(alpha, color="C3", ls="--", lw=1)
-    axes[0].set_ylim(0, 1.15 * max(v["reconstruction"] for v in table.values()))   # error from zero; cosine on its range
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlabel("α")
+        ax.set_title(label, fontsize=9)
+        ax.axvline(alpha, color="C3", ls="--", lw=1)
+    axes[0].set_ylim(0, 1.15 * max(v["reconstruction"] for v in table.values()))  # error from zero; cosine on its range
     axes[1].set_ylim(min(0.0, min(v["agreement"] for v in table.values())) - 0.05, 1.05)
     axes[0].legend(fontsize=8)
     rec = reconstruct_views(models[(kind, alpha)], images[:n], augment, seed)
     _image_grid(right, {"x": rec["clean"], "x1": rec["views"].x1, "x1'": rec["r1"]}, n)
-    right.suptitle(f"{kind.upper()}, α = {alpha:g}: MSE {table[(kind, alpha)]['reconstruction']:.4f}, cosine {table[(kind, alpha)]['agreement']:.3f}", fontsize=10)
+    right.suptitle(
+        f"{kind.upper()}, α = {alpha:g}: MSE {table[(kind, alpha)]['reconstruction']:.4f}, cosine "
+        f"{table[(kind, alpha)]['agreement']:.3f}",
+        fontsize=10)
     return Rendered(fig, {"kind": kind, "alpha": alpha, "table": table})
 
+# %% ../nbs/15_widgets.ipynb #092fb6aa
 def alpha_explorer(models: dict, images: torch.Tensor, augment: str = "white") -> Explorer:
     "Explore White's α: the embedding kind and α of trained models (the table is computed once)."
     import ipywidgets as W
@@ -237,7 +272,7 @@ def alpha_explorer(models: dict, images: torch.Tensor, augment: str = "white") -
                 "alpha": W.SelectionSlider(options=alphas, value=alphas[len(alphas) // 2], description="α")}
     return Explorer(lambda kind, alpha: render_alpha(models, images, kind, alpha, augment, table=table), controls)
 
-# %% ../nbs/15_widgets.ipynb #9d0264eb
+# %% ../nbs/15_widgets.ipynb #d391b2f8
 def render_inspector(method: nn.Module, # a trained method with a decoder
                      images: torch.Tensor, # uint8 images (N, 3, H, W)
                      index: int = 0, augment: str = "toy", seed: int = 0) -> Rendered:
@@ -246,13 +281,17 @@ def render_inspector(method: nn.Module, # a trained method with a decoder
     images = check_images(images)
     if not 0 <= index < len(images): raise ValueError(f"index must be in [0, {len(images) - 1}]; got {index}.")
     if getattr(method, "decoder", None) is None:
-        raise ValueError(f"this {type(method).__name__} has no decoder; inspect a method that reconstructs (sidae with w > 0, dae, dae_embed, ae, aaae, vae, aasae).")
+        raise ValueError(
+            f"this {type(method).__name__} has no decoder; inspect a method that reconstructs (sidae with w > 0, dae, "
+            "dae_embed, ae, aaae, vae, aasae)."
+        )
     rec = reconstruct_views(method, images[index:index + 1], augment, seed)
     clean, v = rec["clean"][0], rec["views"]
     err1, err2 = ((r[0] - clean).abs().mean(0) for r in (rec["r1"], rec["r2"]))
     fig, axes = plt.subplots(2, 4, figsize=(8, 4.3), layout="constrained")
-    panels = [(clean, "clean x"), (v.x1[0], "view x1"), (rec["r1"][0], "reconstruction x1'"), (err1, f"|x − x1'|, MSE {rec['mse1'][0]:.4f}"),
-              (None, ""), (v.x2[0], "view x2"), (rec["r2"][0], "reconstruction x2'"), (err2, f"|x − x2'|, MSE {rec['mse2'][0]:.4f}")]
+    panels = [(clean, "clean x"), (v.x1[0], "view x1"), (rec["r1"][0], "reconstruction x1'"),
+              (err1, f"|x − x1'|, MSE {rec['mse1'][0]:.4f}"), (None, ""), (v.x2[0], "view x2"),
+              (rec["r2"][0], "reconstruction x2'"), (err2, f"|x − x2'|, MSE {rec['mse2'][0]:.4f}")]
     vmax = float(torch.stack([err1, err2]).max())
     for ax, (img, title) in zip(axes.flat, panels):
         ax.set_xticks([]); ax.set_yticks([]); ax.set_title(title, fontsize=8)
@@ -261,24 +300,33 @@ def render_inspector(method: nn.Module, # a trained method with a decoder
         else: ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
     return Rendered(fig, {"mse1": float(rec["mse1"][0]), "mse2": float(rec["mse2"][0]), "error1": err1, "error2": err2})
 
+# %% ../nbs/15_widgets.ipynb #2c52710d
 def inspector(images: torch.Tensor, # uint8 images to choose from
               source: str | nn.Module | None = None, # a checkpoint path (`last.pt`) or a trained method
               augment: str = "toy") -> Explorer:
-    "Inspect any checkpoint's reconstructions: type a path and press load, then pick an image, the views' seed and augmentation."
+    """Inspect any checkpoint's reconstructions: type a path and press load, then pick an image, the views' seed and
+    augmentation."""
     import ipywidgets as W
     from ssl_ae.evaluate import load_method
     state = {"method": source if isinstance(source, nn.Module) else None}
-    path = W.Text(value=source if isinstance(source, str) else "", placeholder="runs/quickstart/last.pt", description="checkpoint")
+    path = W.Text(value=source if isinstance(source, str) else "", placeholder="runs/quickstart/last.pt",
+                  description="checkpoint")
     button = W.Button(description="load", icon="folder-open")
-    controls = {"index": W.IntSlider(0, 0, len(images) - 1, description="image"), "seed": W.IntSlider(0, 0, 20, description="views seed"),
-                "augment": W.Dropdown(options=list(PRESETS), value=augment, description="augment")}
+    controls = {
+        "index": W.IntSlider(0, 0,
+                             len(images) - 1, description="image"), "seed": W.IntSlider(0, 0, 20, description="views seed"),
+        "augment": W.Dropdown(options=list(PRESETS), value=augment, description="augment")
+    }
     def render(index, seed, augment):
         if state["method"] is None: raise ValueError("no model yet: type a checkpoint path and press load.")
         return render_inspector(state["method"], images, index, augment, seed)
     def load(_=None):
-        try: state["method"] = load_method(path.value)
+        try:
+            state["method"] = load_method(path.value)
         except (CheckpointError, FileNotFoundError, ValueError) as e:
-            explorer.error = str(e); explorer.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"; return
+            explorer.error = str(e)
+            explorer.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
         explorer.update()
     button.on_click(load)
     explorer = Explorer(render, controls, ((path, button),))
