@@ -19,6 +19,8 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
+from .checks import moved_names
+
 # %% auto #0
 __all__ = ['TOY_CLASSES', 'TOY_SPLITS', 'DATASETS', 'IMAGE_SIZES', 'DIGITS_SPLITS', 'IMAGE_EXTENSIONS', 'FOLDER_MAX_BAD',
            'check_images', 'make_toy', 'DatasetNotFoundError', 'DatasetCorruptError', 'check_size', 'to_rgb',
@@ -41,15 +43,7 @@ def check_images(x: torch.Tensor, # a batch of images
     return x
 
 # %% ../nbs/02_data.ipynb #5d423896
-_MOVED = {"check_range": "checks", "default_device": "devices"}  # name: its module since issue 20
-
-def __getattr__(name):
-    "Names that moved to another module, still importable from here for one release, with a deprecation warning."
-    if name not in _MOVED: raise AttributeError(f"module 'ssl_ae.data' has no attribute {name!r}")
-    import importlib
-    warnings.warn(f"ssl_ae.data.{name} moved to ssl_ae.{_MOVED[name]}.{name}; the old name will be removed.",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(f"ssl_ae.{_MOVED[name]}"), name)
+__getattr__ = moved_names("ssl_ae.data", {"check_range": "checks", "default_device": "devices"})  # since issue 20
 
 # %% ../nbs/02_data.ipynb #c8746cee
 TOY_CLASSES = ("disc", "ring", "square", "square outline", "triangle", "plus", "flower", "two bars", "half-disc",

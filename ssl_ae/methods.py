@@ -15,7 +15,7 @@ from torch import nn
 
 from . import losses
 from .augment import Views
-from .checks import check_setting
+from .checks import check_setting, moved_names
 from .devices import gather
 from .models import Decoder, GaussianHead, Predictor, Projector, SmallDecoder, WhiteDecoder, resnet18_backbone, small_backbone, white_backbone
 
@@ -293,13 +293,4 @@ def build_method(name: str, **options) -> Method:
     return method
 
 # %% ../nbs/08_methods.ipynb #60c7daba
-def __getattr__(name):
-    """`embedding_spread`, which moved to `ssl_ae.features`, importable from here for one release with a deprecation
-    warning."""
-    if name != "embedding_spread": raise AttributeError(f"module 'ssl_ae.methods' has no attribute {name!r}")
-    import warnings
-    from ssl_ae import features
-    warnings.warn(
-        "ssl_ae.methods.embedding_spread moved to ssl_ae.features.embedding_spread; the old name will be removed.",
-        DeprecationWarning, stacklevel=2)
-    return features.embedding_spread
+__getattr__ = moved_names("ssl_ae.methods", {"embedding_spread": "features"})  # since issue 20

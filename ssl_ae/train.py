@@ -25,6 +25,7 @@ from torch import nn
 from .augment import PRESETS
 from fastcore.basics import patch
 
+from .checks import moved_names
 from .data import DeviceLoader, as_images, check_size, label_subset, load_dataset
 from .devices import amp_dtype, distributed_context, resolve_device, sync_batchnorm
 from .graphs import COMPILE_MODES, CapturedStep, capturable, portable, step_mode
@@ -134,19 +135,13 @@ def method_of(config: Config,
     return build_method(cfg.method, backbone=cfg.backbone, size=cfg.image_size, **stats, **cfg.options, **extra)
 
 # %% ../nbs/11_train.ipynb #d7ada18b
-_MOVED = {  # name: its module since issue 20
+__getattr__ = moved_names("ssl_ae.train", {  # name: its module since issue 20
     **dict.fromkeys(("eval_mode", "extract_features", "knn_accuracy"), "features"),
     **dict.fromkeys(("GlobalBatchNorm", "default_device"), "devices"),
-    **dict.fromkeys(("SCALES", "in_colab", "tutorial_scale", "runs_folder", "QUICK_RECIPE", "QUICK_OPTIONS", "CPU_RECIPE", "quick_config", "cpu_config", "paper_config", "colab_config", "H200_STEPS", "GPUS", "TRAIN_IMAGES", "TEST_IMAGES", "step_cost", "counted_cost", "fit_step_model", "estimate_cost", "duration", "cost_line"), "recipes")
-}
-
-def __getattr__(name):
-    "Names that moved to another module, still importable from here for one release, with a deprecation warning."
-    if name not in _MOVED: raise AttributeError(f"module 'ssl_ae.train' has no attribute {name!r}")
-    import importlib
-    warnings.warn(f"ssl_ae.train.{name} moved to ssl_ae.{_MOVED[name]}.{name}; the old name will be removed.",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(f"ssl_ae.{_MOVED[name]}"), name)
+    **dict.fromkeys(("SCALES", "in_colab", "tutorial_scale", "runs_folder", "QUICK_RECIPE", "QUICK_OPTIONS", "CPU_RECIPE",
+                     "quick_config", "cpu_config", "paper_config", "colab_config", "H200_STEPS", "GPUS", "TRAIN_IMAGES",
+                     "TEST_IMAGES", "step_cost", "counted_cost", "fit_step_model", "estimate_cost", "duration", "cost_line"),
+                    "recipes")})
 
 # %% ../nbs/11_train.ipynb #f1d3dcc5
 class CheckpointError(ValueError):
