@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     if lines: b["figures"] = json.loads(lines[-1][len("FIGURES "):])
     c.save()
     c.run("suite-on-cuda", [*pytest, *workers, "tests", "--ignore=tests/test_wheel.py", "--ignore=tests/test_cuda.py", "--ignore=tests/test_ddp.py"],
-          200, env={"SSL_AE_TEST_DEVICE": "cuda"})
+          200, env={"SSL_AE_TEST_DEVICE": "cuda", "SSL_AE_TEST_FLAGS": "slow"})  # the slow tests too: a GPU is where they are quick
     c.save()
     bad = [k for k, r in c.figures["steps"].items() if r["status"] not in ("passed", "skipped")]
     c.say(f"done in {c.figures['seconds']} s; " + (f"not passed: {', '.join(bad)}" if bad else "every step passed"))

@@ -18,6 +18,7 @@ nbformat = pytest.importorskip("nbformat", reason="reads notebooks: needs nbform
 sys.path.insert(0, os.path.dirname(__file__))
 from test_data import write_cifar, write_mnist, write_stl10  # noqa: E402
 from testdevice import DEVICE  # noqa: E402
+from nbflags import enabled_flags  # noqa: E402
 
 from ssl_ae.data import load_dataset  # noqa: E402
 from ssl_ae.evaluate import probe_images  # noqa: E402
@@ -25,6 +26,10 @@ from ssl_ae.train import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ["01_sidae", "02_aasae", "03_dae_embedding", "04_graded_similarity"]
+SLOW = pytest.mark.skipif("slow" not in enabled_flags(), reason="slow: SSL_AE_TEST_FLAGS=slow")
+# SidAE's plans run in every `pytest` (ResNet-18 with both stems, SGD, the CIFAR and MNIST-family files); the other three
+# papers' paths (AASAE's stochastic heads, White's network, SimCLR at paper scale) add a minute on 2 cores: slow.
+END_TO_END = [TUTORIALS[0]] + [pytest.param(t, marks=SLOW) for t in TUTORIALS[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def code_path(c) -> tuple:
             tuple(sorted((k, v) for k, v in c.options.items() if isinstance(v, (str, bool)) or v is None)))
 
 
-@pytest.mark.parametrize("tutorial", TUTORIALS)
+@pytest.mark.parametrize("tutorial", END_TO_END)
 def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monkeypatch):
     "The colab plan is the paper's headline runs, shortened (and checkpointed every 10 minutes, which tests/test_train.py covers): it adds no code path."
     g = settings(tutorial, "paper", monkeypatch)
