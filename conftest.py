@@ -9,6 +9,7 @@ executes every chapter: code, documentation and tests cannot drift apart.
   `nbdev_test` skips them; SSL_AE_TEST_FLAGS="slow cuda" switches flags on.
 - Notebooks whose name starts with `_` are scratch (nbdev ignores them too); nbs/_proc is nbdev's build output.
 - Without nbval and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
+- Under pytest-xdist (`-n auto --dist loadfile`, the project's addopts) a notebook's cells run in one process, in order.
 - `device="auto"` in a test means SSL_AE_TEST_DEVICE (default: the CPU), so that one variable moves the suite to a GPU.
 """
 import os

@@ -17,7 +17,7 @@ from .data import load_dataset
 __all__ = ['H200_BF16_TFLOPS', 'bench_augment', 'bench_step', 'bench_eval', 'bench_profile', 'bench_presets', 'bench_capture',
            'bench_lightly']
 
-# %% ../nbs/16_bench.ipynb #c70830d1
+# %% ../nbs/16_bench.ipynb #693375d6
 class _TwoViews(torch.utils.data.Dataset):
     "Per-image two-view data set for the torchvision baseline (module level so worker processes can pickle it)."
     def __init__(self, images, transform): self.images, self.transform = images, transform
@@ -29,6 +29,7 @@ def _views_per_second(run, images: int, warmup, sync=lambda: None) -> float:
     start = time.perf_counter(); run(); sync()
     return 2 * images / (time.perf_counter() - start)
 
+# %% ../nbs/16_bench.ipynb #ed640372
 def bench_augment(images: int = 16_384, # toy images per timed pass
                   batch_size: int = 512, # images per batch
                   workers: int = 2, # DataLoader workers for torchvision's per-image pipeline

@@ -152,7 +152,7 @@ def _report(result: dict, rows: list, as_json: bool, title: str) -> int:
     for label, value in rows: print(f"  {label:<50}{value:>16}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #e6a96b45
+# %% ../nbs/17_cli.ipynb #725e7244
 def _bench_augment(args) -> int:
     from ssl_ae.bench import bench_augment
     r = bench_augment(images=args.images, batch_size=args.batch_size, workers=args.workers, preset=args.preset,
@@ -180,6 +180,7 @@ def _bench_step(args) -> int:
         f"SidAE training step, backbone {r['backbone']}, batch {r['batch_size']}, {r['device']}, median of {r['steps']}"
     )
 
+# %% ../nbs/17_cli.ipynb #80de73f3
 def _bench_profile(args) -> int:
     from ssl_ae.bench import bench_profile
     r = bench_profile(method=args.method, batch_size=args.batch_size, steps=args.steps, device=args.device)
@@ -197,7 +198,7 @@ def _bench_profile(args) -> int:
         f"threads, median of {r['steps']}"
     )
 
-# %% ../nbs/17_cli.ipynb #9da91318
+# %% ../nbs/17_cli.ipynb #20f6bf08
 def _bench_capture(args) -> int:
     from ssl_ae.bench import bench_capture
     r = bench_capture(device=args.device, steps=args.steps)
@@ -227,6 +228,7 @@ def _bench_lightly(args) -> int:
     return _report(r, rows, args.json, f"SimSiam's CIFAR-10 step, {r['backbone']}, batch {r['batch_size']}, "
                                        f"{r['device']}")
 
+# %% ../nbs/17_cli.ipynb #b7b4e632
 def _bench_eval(args) -> int:
     from ssl_ae.bench import bench_eval
     r = bench_eval(backbone=args.backbone, images=args.images, epochs=args.epochs, device=args.device)
@@ -304,7 +306,8 @@ def _add_pretrain(sub):
         "--paper", choices=list(PAPERS),
         help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
     for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
-    pre.add_argument("--limit", type=_positive, help="use only the first N training images")
+    pre.add_argument("--limit", type=_positive, help="use only the first N training images (to pretrain, and to train "
+                     "the probe; the probe is tested on the whole test split)")
     pre.add_argument("--seed", type=int, default=0,
                      help="seed of initialisation, batch order and augmentation (default: 0)")
     pre.add_argument("--device", type=_device, default="auto",

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
+from fastcore.basics import patch
+
 from .checks import moved_names
 
 # %% auto #0
@@ -401,8 +403,8 @@ class DeviceLoader:
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}.")
         if batch_size < 1: raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
-        if not 0 <= rank < world_size: raise ValueError(f"rank must be in 0..world_size-1; got rank {rank} of "
-                                                        f"{world_size}.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size-1; got rank {rank} of {world_size}.")
         self.device = torch.device(device) if device is not None else images.device
         self.images = images.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
@@ -412,28 +414,34 @@ class DeviceLoader:
             raise ValueError(f"{len(images)} images give no full batch of {batch_size} for {world_size} rank(s); "
                              "lower batch_size or pass drop_last=False.")
 
-    def set_epoch(self, epoch: int, start: int = 0):
-        """Use the order of `epoch` for the next pass (as `DistributedSampler.set_epoch` does), beginning at batch
-        `start` (to resume mid-epoch)."""
-        if not 0 <= start <= len(self): raise ValueError(f"start must be in 0..{len(self)} (batches per epoch); got "
-                                                         f"{start}.")
-        self.epoch, self.start = epoch, start
+# %% ../nbs/02_data.ipynb #686c55df
+@patch
+def order(self: DeviceLoader, epoch: int) -> torch.Tensor:
+    "This rank's indices for `epoch`, on the CPU."
+    n = len(self.images)
+    generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+    idx = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+    per_rank = n // self.world_size
+    return idx[self.rank : per_rank * self.world_size : self.world_size]
 
-    def order(self, epoch: int) -> torch.Tensor:
-        "This rank's indices for `epoch`, on the CPU."
-        n = len(self.images)
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 +
-                                                                        epoch)) if self.shuffle else torch.arange(n)
-        per_rank = n // self.world_size
-        return idx[self.rank : per_rank * self.world_size : self.world_size]
+@patch
+def __len__(self: DeviceLoader) -> int:
+    n = len(self.images) // self.world_size
+    return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __len__(self) -> int:
-        n = len(self.images) // self.world_size
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+# %% ../nbs/02_data.ipynb #a1db32a6
+@patch
+def set_epoch(self: DeviceLoader, epoch: int, start: int = 0):
+    """Use the order of `epoch` for the next pass (as `DistributedSampler.set_epoch` does), beginning at batch
+    `start` (to resume mid-epoch)."""
+    if not 0 <= start <= len(self):
+        raise ValueError(f"start must be in 0..{len(self)} (batches per epoch); got {start}.")
+    self.epoch, self.start = epoch, start
 
-    def __iter__(self):
-        idx = self.order(self.epoch).to(self.device)
-        self.epoch, start, self.start = self.epoch + 1, self.start, 0
-        for b in range(start, len(self)):
-            i = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            yield (self.images[i], self.labels[i]) if self.labels is not None else self.images[i]
+@patch
+def __iter__(self: DeviceLoader):
+    idx = self.order(self.epoch).to(self.device)
+    self.epoch, start, self.start = self.epoch + 1, self.start, 0
+    for b in range(start, len(self)):
+        i = idx[b * self.batch_size : (b + 1) * self.batch_size]
+        yield (self.images[i], self.labels[i]) if self.labels is not None else self.images[i]

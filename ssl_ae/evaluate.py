@@ -382,13 +382,15 @@ def random_init(config: Config, images: torch.Tensor, labels: torch.Tensor) -> n
 # %% ../nbs/13_evaluate.ipynb #51f5b600
 def _labelled_splits(trainer: Trainer):
     """((train images, labels), (test images, labels)) to probe on, or None where there is no labelled test split (a
-    flat folder, images in memory)."""
+    flat folder, images in memory). A run on the first `limit` training images is probed on those images (issue 21),
+    and on the whole test split."""
     cfg = trainer.config
     try:
         train = (trainer.images, trainer.labels) if cfg.dataset == "memory" else load_dataset(
             cfg.dataset, cfg.data, "train", size=cfg.image_size)
         test = trainer._test_split()
     except (ValueError, FileNotFoundError): return None
+    if cfg.limit: train = (train[0][:cfg.limit], train[1][:cfg.limit])
     if not test or (train[1] < 0).all() or (test[1] < 0).all(): return None
     labelled = train[1] >= 0
     return (train[0][labelled], train[1][labelled]), test

@@ -167,7 +167,7 @@ def vae_total(nll: torch.Tensor, kl: torch.Tensor | None, # the parts; the KL ma
     if beta and kl is None: raise ValueError(f"beta is {beta} but the KL part is missing.")
     return nll + beta * kl if beta else nll
 
-# %% ../nbs/06_losses.ipynb #2c73734d
+# %% ../nbs/06_losses.ipynb #1c6848ee
 def _box_overlap(box_a: torch.Tensor, box_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "Areas of the intersection, of a and of b, for boxes (..., 4) as (top, left, height, width)."
     if box_a.shape[-1] != 4 or box_b.shape[-1] != 4:
@@ -193,6 +193,7 @@ def iou(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     inter, area_a, area_b = _box_overlap(box_a, box_b)
     return inter / (area_a + area_b - inter)
 
+# %% ../nbs/06_losses.ipynb #3c89ed11
 def graded_similarity(ioa: torch.Tensor, # intersection over area, in [0, 1]
                       lam: float = 0.5, # threshold λ in (0, 1]: overlaps above it count as fully similar
                      ) -> torch.Tensor:

@@ -15,6 +15,8 @@ from torch import nn
 
 from . import losses
 from .augment import Views
+from fastcore.basics import patch
+
 from .checks import check_setting, moved_names
 from .devices import gather
 from .models import Decoder, GaussianHead, Predictor, Projector, SmallDecoder, WhiteDecoder, resnet18_backbone, small_backbone, white_backbone
@@ -88,16 +90,6 @@ class Method(nn.Module):
         "Backbone features of images in [0, 1] (B, 3, H, W): what evaluation uses."
         return self.backbone(self.normalize(x))
 
-    def _encode_views(self, views: Views, encoder) -> tuple[torch.Tensor, torch.Tensor]:
-        "Run both views through `encoder` in one batch (one pass is cheaper than two) and split the result."
-        n = len(views.x1)
-        out = encoder(self.normalize(torch.cat([views.x1, views.x2])))
-        return out[:n], out[n:]
-
-    def target(self, x: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
-        "The reconstruction target for clean images x in [0, 1], in the decoder's output space."
-        return self.normalize(x) if decoder.output_space == "normalized" else x
-
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         "The latent the decoder reads (z, or the posterior mean), for images in [0, 1]."
         return self.projector(self.features(x))
@@ -112,6 +104,19 @@ class Method(nn.Module):
 
     def forward(self, x: torch.Tensor, views: Views | None = None, y: torch.Tensor | None = None) -> Output:
         raise NotImplementedError
+
+# %% ../nbs/08_methods.ipynb #199a733d
+@patch
+def _encode_views(self: Method, views: Views, encoder) -> tuple[torch.Tensor, torch.Tensor]:
+    "Run both views through `encoder` in one batch (one pass is cheaper than two) and split the result."
+    n = len(views.x1)
+    out = encoder(self.normalize(torch.cat([views.x1, views.x2])))
+    return out[:n], out[n:]
+
+@patch
+def target(self: Method, x: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
+    "The reconstruction target for clean images x in [0, 1], in the decoder's output space."
+    return self.normalize(x) if decoder.output_space == "normalized" else x
 
 # %% ../nbs/08_methods.ipynb #def1e528
 class SiameseAE(Method):

@@ -88,35 +88,40 @@ class Study:
     @property
     def records(self) -> dict: return self.data["records"]
 
-    def record(self, key: str, compute: Callable[[], dict]) -> dict:
-        "The record stored under `key`, or `compute()`'s, stored (with its seconds) and written to the file."
-        if key in self.records: return self.records[key]
-        start = time.perf_counter()
-        r = _clean(compute())
-        r["seconds"] = round(time.perf_counter() - start, 1)
-        self.records[key] = r
-        self.computed.append(key)
-        self.save()
-        return r
+# %% ../nbs/14_study.ipynb #3052ca5d
+@patch
+def record(self: Study, key: str, compute: Callable[[], dict]) -> dict:
+    "The record stored under `key`, or `compute()`'s, stored (with its seconds) and written to the file."
+    if key in self.records: return self.records[key]
+    start = time.perf_counter()
+    r = _clean(compute())
+    r["seconds"] = round(time.perf_counter() - start, 1)
+    self.records[key] = r
+    self.computed.append(key)
+    self.save()
+    return r
 
-    def describe(self, **meta) -> "Study":
-        "Declare the study's design (seeds, fractions, anything else worth recording); returns the study."
-        self.data["meta"].update(_clean(meta))
-        return self
+# %% ../nbs/14_study.ipynb #b66fb344
+@patch
+def describe(self: Study, **meta) -> "Study":
+    "Declare the study's design (seeds, fractions, anything else worth recording); returns the study."
+    self.data["meta"].update(_clean(meta))
+    return self
 
-    def save(self):
-        "Write the file: meta data (how the numbers were made), records, verdicts and figure names."
-        m = self.data["meta"]
-        m.update(
-            notebook=self.notebook, command=_regenerate(self.notebook, self.scale), scale=self.scale,
-            torch=torch.__version__, python=platform.python_version(), ssl_ae=ssl_ae.__version__,
-            machine=f"{platform.machine()}, {os.cpu_count()} CPUs" +
-            (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), threads=torch.get_num_threads(),
-            wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")
-        tmp.replace(self.path)
+@patch
+def save(self: Study):
+    "Write the file: meta data (how the numbers were made), records, verdicts and figure names."
+    m = self.data["meta"]
+    m.update(
+        notebook=self.notebook, command=_regenerate(self.notebook, self.scale), scale=self.scale,
+        torch=torch.__version__, python=platform.python_version(), ssl_ae=ssl_ae.__version__,
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs" +
+        (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), threads=torch.get_num_threads(),
+        wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
+    self.folder.mkdir(parents=True, exist_ok=True)
+    tmp = self.path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(self.path)
 
 # %% ../nbs/14_study.ipynb #dfe037fe
 def _get(record: dict, field: str):

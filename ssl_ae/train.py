@@ -235,7 +235,7 @@ def _optimizer_and_schedule(cfg: Config, params: list, steps_per_epoch: int, fus
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
 
-# %% ../nbs/11_train.ipynb #6cca4b2b
+# %% ../nbs/11_train.ipynb #e0a9563a
 def _advance(scheduler, scaler):
     """One step of the learning-rate schedule, every training step. The schedule counts steps, not updates: a step that
     fp16's grad scaler skipped (its first ones, while the scale settles) still advances it, so torch's warning that the
@@ -246,6 +246,7 @@ def _advance(scheduler, scaler):
                                 message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
         scheduler.step()
 
+# %% ../nbs/11_train.ipynb #298e2fd5
 class Trainer:
     "Pretrain any method of `METHODS` on a data set, or on images in memory, on whatever device is there."
     def __init__(self, config: Config, progress: bool = True,
@@ -258,60 +259,79 @@ class Trainer:
         self.progress = progress and self.rank == 0
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {self.world} processes.")
-        given = images is not None
-        self.images, self.labels = images, labels = _training_data(cfg, images)
-        if given:
-            self.config = cfg = dataclasses.replace(cfg, dataset="memory")  # a resume must be handed the images again
-        self._test = None if not given else as_images(test, cfg.image_size) if test is not None else False
-        mean, std = channel_stats(images)
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank, and for the random-init baseline
-        self.method = method_of(cfg, mean, std,
-                                n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None).to(self.device)
-        if self.method.uses_labels and (labels < 0).all():
-            raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
-        cuda = self.device.type == "cuda"
-        self.channels_last = cfg.channels_last and self.device.type in ("cuda", "cpu")
-        if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
-        self.model = self.method
-        if self.world > 1:
-            self.model = sync_batchnorm(self.method, self.device)
-            self.model = nn.parallel.DistributedDataParallel(self.model,
-                                                             device_ids=[self.device.index] if cuda else None)
-        self.mode = step_mode(cfg.compile, self.device, self.world)  # "graphs", "compile" or "eager" (chapter 10)
-        if self.mode == "compile": self.model = torch.compile(self.model)
-        self.loader = DeviceLoader(images, labels, cfg.batch_size // self.world, self.device, seed=cfg.seed,
-                                   rank=self.rank, world_size=self.world)
-        self.augment = PRESETS[cfg.augment].at(cfg.image_size)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
-        self.optimizer, self.scheduler = _optimizer_and_schedule(
-            cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
-        self.amp_dtype = amp_dtype(self.device, cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self._graph = CapturedStep(self._compute, [self.generator]) if self.mode == "graphs" else None
-        if self._graph is not None:
-            capturable(self.optimizer)  # after the schedule is built: it keeps the initial rates as numbers
+        self._build_data(images, test)
+        self._build_model()
+        self._build_optimisation()
         self.epoch, self.history, self.partial = 0, [], None  # partial: an unfinished epoch
         self._interrupted, self._last_save = threading.Event(), time.time()
         self.out = Path(cfg.out)
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor | None = None):
-        """One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised). Under CUDA graphs
-        the `Output` is the graph's, which the next step overwrites: read it before then."""
-        out = self._compute(xb, yb) if self._graph is None else self._graph(xb, yb)
-        _advance(self.scheduler, self.scaler)
-        return out
+# %% ../nbs/11_train.ipynb #a81ec23a
+@patch
+def _build_data(self: Trainer, images, test):
+    given = images is not None
+    self.images, self.labels = _training_data(self.config, images)
+    if given:  # a resume must be handed the images again
+        self.config = dataclasses.replace(self.config, dataset="memory")
+    self._test = None if not given else as_images(test, self.config.image_size) if test is not None else False
 
-    def _compute(self, xb: torch.Tensor, yb: torch.Tensor | None = None):
-        "Views, forward, backward, optimiser and grad scaler: the part of a step a CUDA graph records."
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        views = self.augment(xb, self.generator, memory_format=fmt) if self.method.n_views else None
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None,
-                            cache_enabled=self._graph is None):  # a graph must not keep autocast's cached casts
-            out = self.model(xb.float() / 255, views, yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        self.scaler.step(self.optimizer); self.scaler.update()
-        return out
+# %% ../nbs/11_train.ipynb #8454b3a6
+@patch
+def _build_model(self: Trainer):
+    cfg, labels = self.config, self.labels
+    mean, std = channel_stats(self.images)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank, and for the random-init baseline
+    self.method = method_of(cfg, mean, std,
+                            n_classes=int(labels.max()) + 1 if cfg.method == "supervised" else None).to(self.device)
+    if self.method.uses_labels and (labels < 0).all():
+        raise ValueError(f"{cfg.method} needs labels, but the {cfg.dataset} {cfg.split} split has none.")
+    self.channels_last = cfg.channels_last and self.device.type in ("cuda", "cpu")
+    if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
+    self.model = self.method
+    if self.world > 1:
+        self.model = sync_batchnorm(self.method, self.device)
+        cuda = self.device.type == "cuda"
+        self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
+    self.mode = step_mode(cfg.compile, self.device, self.world)  # "graphs", "compile" or "eager" (chapter 10)
+    if self.mode == "compile": self.model = torch.compile(self.model)
+
+# %% ../nbs/11_train.ipynb #e88134c7
+@patch
+def _build_optimisation(self: Trainer):
+    cfg, cuda = self.config, self.device.type == "cuda"
+    self.loader = DeviceLoader(self.images, self.labels, cfg.batch_size // self.world, self.device, seed=cfg.seed,
+                               rank=self.rank, world_size=self.world)
+    self.augment = PRESETS[cfg.augment].at(cfg.image_size)
+    self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
+    self.optimizer, self.scheduler = _optimizer_and_schedule(
+        cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
+    self.amp_dtype = amp_dtype(self.device, cfg.amp)
+    self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+    self._graph = CapturedStep(self._compute, [self.generator]) if self.mode == "graphs" else None
+    if self._graph is not None:
+        capturable(self.optimizer)  # after the schedule is built: it keeps the initial rates as numbers
+
+# %% ../nbs/11_train.ipynb #726f5774
+@patch
+def step(self: Trainer, xb: torch.Tensor, yb: torch.Tensor | None = None):
+    """One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised). Under CUDA graphs
+    the `Output` is the graph's, which the next step overwrites: read it before then."""
+    out = self._compute(xb, yb) if self._graph is None else self._graph(xb, yb)
+    _advance(self.scheduler, self.scaler)
+    return out
+
+@patch
+def _compute(self: Trainer, xb: torch.Tensor, yb: torch.Tensor | None = None):
+    "Views, forward, backward, optimiser and grad scaler: the part of a step a CUDA graph records."
+    fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+    views = self.augment(xb, self.generator, memory_format=fmt) if self.method.n_views else None
+    with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None,
+                        cache_enabled=self._graph is None):  # a graph must not keep autocast's cached casts
+        out = self.model(xb.float() / 255, views, yb)
+    self.optimizer.zero_grad(set_to_none=True)
+    self.scaler.scale(out.loss).backward()
+    self.scaler.step(self.optimizer); self.scaler.update()
+    return out
 
 # %% ../nbs/11_train.ipynb #e2065350
 @patch
@@ -430,9 +450,10 @@ def fit(self: Trainer, stop_after: int | None = None) -> list[dict]:
             if interrupted.is_set(): self._stop()
     return self.history
 
-# %% ../nbs/11_train.ipynb #3928f40d
+# %% ../nbs/11_train.ipynb #ef99ce54
 @patch
 def _fit_epoch(self: Trainer):
+    "One epoch (or the rest of an interrupted one): its steps, a look at the loss every `log_every` steps, its row."
     from tqdm.auto import tqdm
     cfg, p = self.config, self.partial or {"step": 0, "sums": {}, "n": 0, "finite": 0, "seconds": 0.0}
     self.loader.set_epoch(self.epoch, start=p["step"])
@@ -444,39 +465,50 @@ def _fit_epoch(self: Trainer):
                disable=not self.progress, leave=False)
     for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
         out = self.step(xb, yb if self.method.uses_labels else None)
-        ok = torch.isfinite(
-            out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16: the scaler skips such steps
-        for k, v in {"loss": out.loss, **out.parts}.items():
-            v = v.detach().float()
-            sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if self.scaler.is_enabled() else v)
-        n, finite = n + 1, finite + ok
+        n, finite = n + 1, finite + self._accumulate(out, sums)
         if out.embedding is not None: embedding = out.embedding
         if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
             means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
             self._check_finite(means, i)
-            bar.set_postfix({
-                **{
-                    k: f"{v:.4f}" for k, v in means.items()
-                }, "img/s": f"{(i + 1 - p['step']) * len(xb) * self.world / (time.time() - start - p['seconds'] + 1e-9):.0f}"
-            })
+            rate = (i + 1 - p["step"]) * len(xb) * self.world / (time.time() - start - p["seconds"] + 1e-9)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{rate:.0f}"})
         bar.update(1)
-        if i + 1 < len(self.loader):  # mid-epoch: stop here if interrupted, or write a checkpoint if one is due
-            due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
-            if self._interrupted.is_set() or due:
-                self.partial = {
-                    "step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
-                    "seconds": time.time() - start
-                }
-                if self._interrupted.is_set(): bar.close(); self._stop()
-                if self.rank == 0: self.save()
+        if i + 1 < len(self.loader): self._pause_if_due(i, sums, n, finite, start, bar)
     bar.close()
+    self._end_epoch(sums, n, finite, start, embedding)
+
+# %% ../nbs/11_train.ipynb #2d093a0d
+@patch
+def _accumulate(self: Trainer, out, sums: dict):
+    "Add a step's loss and parts to `sums` on the device; return 1 for a counted step (0 for one fp16's scaler skipped)."
+    ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16 skips such steps
+    for k, v in {"loss": out.loss, **out.parts}.items():
+        v = v.detach().float()
+        sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if self.scaler.is_enabled() else v)
+    return ok
+
+# %% ../nbs/11_train.ipynb #ba019f98
+@patch
+def _pause_if_due(self: Trainer, i: int, sums: dict, n: int, finite, start: float, bar):
+    "Mid-epoch: after an interrupt, or when a checkpoint is due, keep the epoch's progress in `partial` and save it."
+    cfg = self.config
+    due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
+    if not (self._interrupted.is_set() or due): return
+    self.partial = {"step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
+                    "seconds": time.time() - start}
+    if self._interrupted.is_set(): bar.close(); self._stop()
+    if self.rank == 0: self.save()
+
+# %% ../nbs/11_train.ipynb #8c70df58
+@patch
+def _end_epoch(self: Trainer, sums: dict, n: int, finite, start: float, embedding):
+    "The epoch's row of the history, printed and saved as the config asks."
+    cfg = self.config
     self.epoch, self.partial = self.epoch + 1, None
-    row = {
-        "epoch": self.epoch,
-        **{k: (v / finite).item() for k, v in sums.items()}, "lr": float(self.optimizer.param_groups[0]["lr"]),
-        "spread": features.embedding_spread(embedding) if embedding is not None else float("nan"),
-        "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)
-    }
+    row = {"epoch": self.epoch, **{k: (v / finite).item() for k, v in sums.items()},
+           "lr": float(self.optimizer.param_groups[0]["lr"]),
+           "spread": features.embedding_spread(embedding) if embedding is not None else float("nan"),
+           "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
     if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
     self._check_finite(row, len(self.loader) - 1)
     if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
@@ -484,8 +516,8 @@ def _fit_epoch(self: Trainer):
     self.history.append(row)
     if self.rank == 0:
         if self.progress:
-            print(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4g}"
-                                                      for k, v in row.items() if k != "epoch" and v is not None))
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None)
+            print(f"epoch {self.epoch}: {shown}")
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs: self.save()
         if cfg.keep_every and self.epoch % cfg.keep_every == 0: self.save(self.out / f"epoch_{self.epoch:03d}.pt")
 
