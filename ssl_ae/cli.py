@@ -260,37 +260,43 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
 
-# %% ../nbs/17_cli.ipynb #5d9b1c6c
+# %% ../nbs/17_cli.ipynb #33db9418
 def _add_pretrain(sub):
     "The `pretrain` command's flags: one per `Config` field or method option."
-    from ssl_ae.augment import PRESETS
-    from ssl_ae.data import DATASETS, IMAGE_SIZES
-    from ssl_ae.methods import BACKBONES, METHODS
-    from ssl_ae.papers import PAPERS, PROTOCOLS
     pre = sub.add_parser(
         "pretrain", help="pretrain a method, then linear-probe it against its random initialisation",
-        description="Pretrain a self-supervised method, then compare the linear-probe accuracy of its backbone "
-                    "with the "
-        "same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
+        description="Pretrain a self-supervised method, then compare the linear-probe accuracy of its backbone with "
+        "the same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
         "start, a few minutes on a CPU). Writes last.pt, history.csv, summary.json, loss_curve.png and "
         "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
         "recipe on the toy data).")
+    for add in (_data_flags, _recipe_flags, _run_flags, _probe_flags): add(pre)
+    pre.set_defaults(run=_pretrain)
+
+# %% ../nbs/17_cli.ipynb #d7b3c2c9
+def _data_flags(pre):
+    "The method and the data: --method, --dataset, --data, --image-size, --download."
+    from ssl_ae.data import DATASETS, IMAGE_SIZES
+    from ssl_ae.methods import METHODS
     pre.add_argument("--method", choices=list(METHODS), metavar="NAME",
                      help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
-    pre.add_argument(
-        "--dataset", default="toy", choices=list(DATASETS), metavar="NAME", help=
-        f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data (class subfolders or "
-        "flat)")
-    pre.add_argument("--data", default="data",
-                     help="folder holding the torchvision data sets, or your images with --dataset folder (default: "
-                          "data)")
-    pre.add_argument(
-        "--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX", help=
-        f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set is resized to it "
-        "(default: 32)"
-    )
+    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME",
+                     help=f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data "
+                          "(class subfolders or flat)")
+    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets, or your images with "
+                                                    "--dataset folder (default: data)")
+    pre.add_argument("--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX",
+                     help=f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set "
+                          "is resized to it (default: 32)")
     pre.add_argument("--download", action="store_true", help="let torchvision download missing data files (needs "
                                                              "internet)")
+
+# %% ../nbs/17_cli.ipynb #2a3b8001
+def _recipe_flags(pre):
+    "The recipe: network, length, batch, optimiser, schedule, augmentation, whose paper, the method's options, --limit."
+    from ssl_ae.augment import PRESETS
+    from ssl_ae.methods import BACKBONES
+    from ssl_ae.papers import PAPERS
     pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME", help=f"one of {', '.join(BACKBONES)}")
     pre.add_argument("--epochs", type=_positive, help="pretraining epochs")
     pre.add_argument("--batch-size", type=_positive, help="global batch size (split over GPUs under torchrun)")
@@ -302,48 +308,49 @@ def _add_pretrain(sub):
     pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs")
     pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET",
                      help=f"augmentation preset: {', '.join(PRESETS)}")
-    pre.add_argument(
-        "--paper", choices=list(PAPERS),
-        help="whose settings fill the unset flags (default: the method's own paper; e.g. --method simsiam --paper gs)")
+    pre.add_argument("--paper", choices=list(PAPERS), help="whose settings fill the unset flags (default: the "
+                     "method's own paper; e.g. --method simsiam --paper gs)")
     for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
     pre.add_argument("--limit", type=_positive, help="use only the first N training images (to pretrain, and to train "
                      "the probe; the probe is tested on the whole test split)")
+
+# %% ../nbs/17_cli.ipynb #4af60d55
+def _run_flags(pre):
+    "How the run runs: seed, device, precision, step mode, monitors, checkpoints, output folder, --resume."
     pre.add_argument("--seed", type=int, default=0,
                      help="seed of initialisation, batch order and augmentation (default: 0)")
     pre.add_argument("--device", type=_device, default="auto",
                      help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)")
-    pre.add_argument(
-        "--amp", choices=["auto", "bf16", "fp16", "off"], default="auto", help=
-        "mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones such as a T4, off on "
-        "the CPU), "
-        "bf16 or fp16 (forced, the CPU too), off (default: auto)")
+    pre.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                     help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones "
+                          "such as a T4, off on the CPU), bf16 or fp16 (forced, the CPU too), off (default: auto)")
     pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
-    pre.add_argument(
-        "--compile", nargs="?", const="default", default="auto", choices=["auto", "graphs", "default", "off"], help=
-        "how a step runs: auto (the whole step as one CUDA graph on one GPU, else eager), graphs, default "
-        "(torch.compile; "
-        "also plain --compile) or off (eager) (default: auto)")
+    pre.add_argument("--compile", nargs="?", const="default", default="auto",
+                     choices=["auto", "graphs", "default", "off"],
+                     help="how a step runs: auto (the whole step as one CUDA graph on one GPU, else eager), graphs, "
+                          "default (torch.compile; also plain --compile) or off (eager) (default: auto)")
     pre.add_argument("--knn-every", type=int, default=None,
                      help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
     pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")
-    pre.add_argument(
-        "--checkpoint-minutes", type=float, default=0,
-        help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from that step")
+    pre.add_argument("--checkpoint-minutes", type=float, default=0,
+                     help="also write last.pt every N minutes, mid-epoch (default: 0, off); --resume continues from "
+                          "that step")
     pre.add_argument("--keep-every", type=int, default=0,
                      help="also keep epoch_NNN.pt every N epochs (default: 0, off)")
     pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
     pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                      help="continue from CHECKPOINT (default: OUT/last.pt); --epochs extends the run")
-    pre.add_argument(
-        "--protocol", default="package", choices=list(PROTOCOLS), help=
-        "linear-probe protocol: package (SidAE's, with standardised features and BatchNorm re-estimated), or a paper's "
-        "(default: package)"
-    )
+
+# %% ../nbs/17_cli.ipynb #75fe2722
+def _probe_flags(pre):
+    "The linear probe after training: --protocol, --no-recalibrate, --quiet."
+    from ssl_ae.papers import PROTOCOLS
+    pre.add_argument("--protocol", default="package", choices=list(PROTOCOLS),
+                     help="linear-probe protocol: package (SidAE's, with standardised features and BatchNorm "
+                          "re-estimated), or a paper's (default: package)")
     pre.add_argument("--no-recalibrate", action="store_true",
                      help="probe without re-estimating BatchNorm statistics on clean images")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
-    pre.set_defaults(run=_pretrain)
-
 
 # %% ../nbs/17_cli.ipynb #02f3d6c7
 def _add_evaluate(sub):
