@@ -94,6 +94,13 @@ def test_one_module_per_chapter_each_importing_only_earlier_chapters_and_no_priv
     assert not private, f"private names imported from another module: {private}"
 
 
+def test_the_index_and_readme_list_every_chapter_in_order():
+    chapters = sorted(p.name for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    index = "\n".join(c.source for c in nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4).cells)
+    assert re.findall(r"^\| \[\w+\]\((\d\d_\w+\.ipynb)\)", index, re.M) == chapters
+    assert re.findall(r"^\| `nbs/(\d\d_\w+\.ipynb)`", (ROOT / "README.md").read_text(), re.M) == chapters
+
+
 def test_the_index_draws_the_import_graph_as_it_is():
     chapter, edges, _ = imports_of_the_package()
     def reach(a, seen):
