@@ -144,8 +144,9 @@ JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 def _apply(x: torch.Tensor, which: torch.Tensor, fn, *per_image: torch.Tensor,
            sync_free: bool | None = None) -> torch.Tensor:
-    """`fn(x, *per_image)` for the images where `which` (B,) is true, `x` elsewhere. On a GPU (`sync_free`) it computes every
-    image and keeps the chosen ones, so the host never waits to learn how many were chosen; on the CPU it computes only those."""
+    """`fn(x, *per_image)` for the images where `which` (B,) is true, `x` elsewhere. On a GPU (`sync_free`) it
+    computes every image and keeps the chosen ones, so the host never waits to learn how many were chosen; on the
+    CPU it computes only those."""
     if x.device.type == "cuda" if sync_free is None else sync_free:
         return torch.where(which.view(-1, 1, 1, 1), fn(x, *per_image), x)
     i = which.nonzero().squeeze(1)  # reads the mask on the host: free on a CPU, a synchronisation on a GPU
@@ -194,7 +195,7 @@ class Views(NamedTuple):
     box1: torch.Tensor
     box2: torch.Tensor
 
-# %% ../nbs/04_augment.ipynb #21cf776c
+# %% ../nbs/04_augment.ipynb #88982905
 @dataclass(frozen=True)
 class Augment:
     "A batched augmentation pipeline; call it on a batch (B, 3, H, W) to get two `Views`."
@@ -212,27 +213,31 @@ class Augment:
     solarize_p: float = 0.0 # probability of solarisation
     solarize_threshold: float = 0.75 # pixels at or above this value are inverted
 
-    def __post_init__(self):
-        if self.size < 1: raise ValueError(f"size must be a positive number of pixels; got {self.size}.")
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1: raise ValueError("crop_scale must satisfy 0 < low <= high <= 1; got "
-                                                   f"{self.crop_scale}.")
-        lo, hi = self.crop_ratio
-        if not 0 < lo <= hi: raise ValueError(f"crop_ratio must satisfy 0 < low <= high; got {self.crop_ratio}.")
-        if self.crop_size is not None and self.crop_size < 1:
-            raise ValueError(f"crop_size must be None or positive; got {self.crop_size}.")
-        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
-            check_range(name, getattr(self, name), 0, 1)
-        if len(self.jitter) != 4 or min(self.jitter) < 0:
-            raise ValueError(
-                "jitter must be four non-negative strengths (brightness, contrast, saturation, hue); got "
-                f"{self.jitter}.")
-        check_range("hue strength jitter[3]", self.jitter[3], 0, 0.5)
-        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
-            raise ValueError(f"blur_sigma must satisfy 0 < low <= high; got {self.blur_sigma}.")
-        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
-            raise ValueError(f"blur_kernel must be a positive odd number; got {self.blur_kernel}.")
-        check_range("solarize_threshold", self.solarize_threshold, 0, 1)
+    def __post_init__(self): _check_augment(self)
+
+# %% ../nbs/04_augment.ipynb #10924ba3
+def _check_augment(aug: Augment):
+    "Refuse settings no pipeline can have, each in one line that names the setting and its allowed range."
+    if aug.size < 1: raise ValueError(f"size must be a positive number of pixels; got {aug.size}.")
+    lo, hi = aug.crop_scale
+    if not 0 < lo <= hi <= 1: raise ValueError("crop_scale must satisfy 0 < low <= high <= 1; got "
+                                               f"{aug.crop_scale}.")
+    lo, hi = aug.crop_ratio
+    if not 0 < lo <= hi: raise ValueError(f"crop_ratio must satisfy 0 < low <= high; got {aug.crop_ratio}.")
+    if aug.crop_size is not None and aug.crop_size < 1:
+        raise ValueError(f"crop_size must be None or positive; got {aug.crop_size}.")
+    for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+        check_range(name, getattr(aug, name), 0, 1)
+    if len(aug.jitter) != 4 or min(aug.jitter) < 0:
+        raise ValueError(
+            "jitter must be four non-negative strengths (brightness, contrast, saturation, hue); got "
+            f"{aug.jitter}.")
+    check_range("hue strength jitter[3]", aug.jitter[3], 0, 0.5)
+    if not 0 < aug.blur_sigma[0] <= aug.blur_sigma[1]:
+        raise ValueError(f"blur_sigma must satisfy 0 < low <= high; got {aug.blur_sigma}.")
+    if aug.blur_kernel < 1 or aug.blur_kernel % 2 == 0:
+        raise ValueError(f"blur_kernel must be a positive odd number; got {aug.blur_kernel}.")
+    check_range("solarize_threshold", aug.solarize_threshold, 0, 1)
 
 # %% ../nbs/04_augment.ipynb #dcb11140
 @patch
@@ -248,7 +253,7 @@ def boxes(self: Augment, n: int, height: int, width: int, generator=None, device
          torch.floor(u[:, 1] * (width - self.crop_size + 1))], 1)
     return torch.cat([corner, torch.full((n, 2), float(self.crop_size), device=device)], 1).long()
 
-# %% ../nbs/04_augment.ipynb #7576eb88
+# %% ../nbs/04_augment.ipynb #e518e5ee
 @patch
 def _jitter_ranges(self: Augment) -> tuple:
     "(low, span) of the four jitter factors, rounded to float32 (`_f32`): Python numbers, so no copy to the device."
@@ -267,20 +272,11 @@ def _draws(self: Augment, n: int, height: int, width: int, generator, device) ->
     solarize_u = _rand(n, generator, device) if self.solarize_p > 0 else None
     return boxes, u, gray_u, blur_v, solarize_u
 
+# %% ../nbs/04_augment.ipynb #9a8f4293
 @patch
-def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None,
-         fused: bool | None = None, # one kernel per view (chapter 03); None: wherever it runs on a CUDA GPU
-         memory_format=torch.contiguous_format, # of the views (the trainer asks for channels-last)
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-    "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
-    B, _, H, W = check_images(x).shape
-    boxes, u, gray_u, blur_v, solarize_u = self._draws(B, H, W, generator, x.device)
-    if fused is None: fused = x.device.type == "cuda" and can_fuse(x, self.size)
-    elif fused and not can_fuse(x, self.size):
-        raise ValueError(f"the fused kernel needs Triton, images on a CUDA GPU (or TRITON_INTERPRET=1 on the CPU) and views and images of at most "
-                         f"{MAX_FUSED_SIZE} pixels; got {x.device.type} images of {H}×{W} and views of {self.size}. Pass fused=None to pick the path.")
-    if fused:
-        return fused_view(x, self, boxes, u, gray_u, blur_v, solarize_u, self._jitter_ranges(), memory_format), boxes
+def _batched_view(self: Augment, x: torch.Tensor, boxes: torch.Tensor, u: torch.Tensor, gray_u, blur_v, solarize_u,
+                  memory_format=torch.contiguous_format) -> torch.Tensor:
+    "The view that the draws describe, by this chapter's batched operations (any device, any size)."
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     x = hflip(resized_crop(x, boxes, self.size), u[:, 0] < self.flip_p)
     if self.jitter_p > 0:
@@ -292,8 +288,27 @@ def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = Non
         x = _apply(x, blur_v[:, 0] < self.blur_p, lambda im, s: gaussian_blur(im, s, self.blur_kernel),
                    lo + (hi - lo) * blur_v[:, 1])
     if self.solarize_p > 0: x = solarize(x, self.solarize_threshold, solarize_u < self.solarize_p)
-    return x.contiguous(memory_format=memory_format), boxes
+    return x.contiguous(memory_format=memory_format)
 
+# %% ../nbs/04_augment.ipynb #33b8ca86
+@patch
+def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None,
+         fused: bool | None = None, # one kernel per view (chapter 03); None: wherever it runs on a CUDA GPU
+         memory_format=torch.contiguous_format, # of the views (the trainer asks for channels-last)
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
+    B, _, H, W = check_images(x).shape
+    boxes, u, gray_u, blur_v, solarize_u = self._draws(B, H, W, generator, x.device)
+    if fused is None: fused = x.device.type == "cuda" and can_fuse(x, self.size)
+    elif fused and not can_fuse(x, self.size):
+        raise ValueError(f"the fused kernel needs Triton, images on a CUDA GPU (or TRITON_INTERPRET=1 on the CPU) "
+                         f"and views and images of at most {MAX_FUSED_SIZE} pixels; got {x.device.type} images of "
+                         f"{H}×{W} and views of {self.size}. Pass fused=None to pick the path.")
+    if fused:
+        return fused_view(x, self, boxes, u, gray_u, blur_v, solarize_u, self._jitter_ranges(), memory_format), boxes
+    return self._batched_view(x, boxes, u, gray_u, blur_v, solarize_u, memory_format), boxes
+
+# %% ../nbs/04_augment.ipynb #f46fd694
 @patch
 def __call__(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None, fused: bool | None = None,
              memory_format=torch.contiguous_format) -> Views:

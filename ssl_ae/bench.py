@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from .augment import PRESETS, torchvision_equivalent
+from .augment import PRESETS, Augment, torchvision_equivalent
 from .data import load_dataset
 
 # %% auto #0
@@ -29,15 +29,53 @@ def _views_per_second(run, images: int, warmup, sync=lambda: None) -> float:
     start = time.perf_counter(); run(); sync()
     return 2 * images / (time.perf_counter() - start)
 
-# %% ../nbs/16_bench.ipynb #ed640372
+# %% ../nbs/16_bench.ipynb #e2867cea
+def _torchvision_views_per_s(x: torch.Tensor, aug: Augment, batch_size: int, workers: int) -> float:
+    "Views per second of torchvision's per-image equivalent of `aug` on images `x`, in a DataLoader with `workers`."
+    loader = torch.utils.data.DataLoader(_TwoViews(x, torchvision_equivalent(aug)), batch_size=batch_size,
+                                         num_workers=workers, shuffle=True, persistent_workers=workers > 0)
+    def tv_pass():
+        for _ in loader: pass
+    def tv_warmup():
+        for i, _ in enumerate(loader):
+            if i == 1: break
+    return _views_per_second(tv_pass, len(x), tv_warmup)
+
+# %% ../nbs/16_bench.ipynb #9f68ae71
+def _bench_augment_gpu(aug: Augment, batches: list, images: int, device: torch.device) -> dict:
+    """Views per second on a GPU: the batched pipeline, chapter 03's one kernel per view where it can run, and that
+    kernel replayed as a CUDA graph (chapter 10), as inside a captured training step."""
+    from ssl_ae.fused import can_fuse
+    from ssl_ae.graphs import CapturedStep
+    gpu, g = [b.to(device) for b in batches], torch.Generator(device).manual_seed(0)
+    def on_gpu(data, **kw):
+        def run():
+            for b in data: aug(b, g, **kw)
+        return run
+    sync = torch.cuda.synchronize
+    result = {"gpu_batched_views_per_s": _views_per_second(on_gpu(gpu, fused=False), images,
+                                                           on_gpu(gpu[:2], fused=False), sync)}
+    result["fused"] = can_fuse(gpu[0], aug.size)
+    result["gpu_views_per_s"] = _views_per_second(on_gpu(gpu), images, on_gpu(gpu[:2]), sync)
+    captured = CapturedStep(lambda b: aug(b, g), [g])  # both views as one CUDA graph
+    def replay(data):
+        def run():
+            for b in data: captured(b)
+        return run
+    result["gpu_captured_views_per_s"] = _views_per_second(replay(gpu), images, replay([gpu[0]] * 5), sync)
+    result["gpu"] = torch.cuda.get_device_name(device)
+    return result
+
+# %% ../nbs/16_bench.ipynb #d54808d7
 def bench_augment(images: int = 16_384, # toy images per timed pass
                   batch_size: int = 512, # images per batch
                   workers: int = 2, # DataLoader workers for torchvision's per-image pipeline
                   preset: str = "simsiam_cifar", # which pipeline
-                  device: str = "auto", # also time ours on this GPU: "auto" (CUDA if present), "cuda", "cuda:N", or "cpu"
+                  device: str = "auto", # also time ours on this GPU: "auto" (CUDA if there), "cuda[:N]" or "cpu"
                  ) -> dict:
-    """Views per second of our batched pipeline on the CPU and of torchvision's per-image pipeline in a DataLoader; on a GPU
-    also the batched pipeline there, chapter 03's one kernel per view, and that kernel replayed as a CUDA graph."""
+    """Views per second of our batched pipeline on the CPU and of torchvision's per-image pipeline in a DataLoader;
+    on a GPU also the batched pipeline there, chapter 03's one kernel per view, and that kernel replayed as a CUDA
+    graph."""
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     from ssl_ae.devices import resolve_device
     gpu_device = resolve_device(device) if device != "auto" else (
@@ -53,39 +91,10 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
         return run
     result = dict(preset=preset, images=images, batch_size=batch_size, workers=workers, threads=torch.get_num_threads())
     result["ours_views_per_s"] = _views_per_second(ours(batches), images, ours(batches[:2]))
-    loader = torch.utils.data.DataLoader(_TwoViews(x, torchvision_equivalent(aug)), batch_size=batch_size,
-                                         num_workers=workers, shuffle=True, persistent_workers=workers > 0)
-    def tv_pass():
-        for _ in loader: pass
-    def tv_warmup():
-        for i, _ in enumerate(loader):
-            if i == 1: break
-    result["torchvision_views_per_s"] = _views_per_second(tv_pass, images, tv_warmup)
-    del loader
+    result["torchvision_views_per_s"] = _torchvision_views_per_s(x, aug, batch_size, workers)
     result["speedup"] = result["ours_views_per_s"] / result["torchvision_views_per_s"]
     result["gpu_views_per_s"] = None
-    if gpu_device is not None:
-        from ssl_ae.fused import can_fuse
-        from ssl_ae.graphs import CapturedStep
-        gpu, g = [b.to(gpu_device) for b in batches], torch.Generator(gpu_device).manual_seed(0)
-        def on_gpu(data, **kw):
-            def run():
-                for b in data: aug(b, g, **kw)
-            return run
-        sync = torch.cuda.synchronize
-        result["gpu_batched_views_per_s"] = _views_per_second(on_gpu(gpu, fused=False), images,
-                                                              on_gpu(gpu[:2], fused=False), sync)
-        result["fused"] = can_fuse(gpu[0], aug.size)
-        result["gpu_views_per_s"] = _views_per_second(on_gpu(gpu), images, on_gpu(gpu[:2]),
-                                                      sync)  # the kernel of chapter 03 where it can run
-        captured = CapturedStep(lambda b: aug(b, g),
-                                [g])  # both views as one CUDA graph (chapter 10), as inside a captured training step
-        def replay(data):
-            def run():
-                for b in data: captured(b)
-            return run
-        result["gpu_captured_views_per_s"] = _views_per_second(replay(gpu), images, replay([gpu[0]] * 5), sync)
-        result["gpu"] = torch.cuda.get_device_name(gpu_device)
+    if gpu_device is not None: result.update(_bench_augment_gpu(aug, batches, images, gpu_device))
     return result
 
 # %% ../nbs/16_bench.ipynb #63296c6b
@@ -145,27 +154,27 @@ def bench_eval(backbone: str = "small", images: int = 2000, epochs: int = 50, de
     return {"backbone": backbone, "images": images, "epochs": epochs, "device": str(dev),
             "cached_s": cached, "recomputed_s": recomputed, "speedup": recomputed / cached}
 
-# %% ../nbs/16_bench.ipynb #4a690ca1
-def bench_profile(method: str = "sidae", # a key of `METHODS`
-                  batch_size: int = 128, # the cpu recipe's batch
-                  steps: int = 10, # timed steps per measurement (after two warm-up steps)
-                  device: str = "auto") -> dict:
-    """Median seconds of each phase of a `cpu`-recipe training step, the step with and without channels-last and with
-    one thread, and one probe."""
-    import tempfile
+# %% ../nbs/16_bench.ipynb #9e2dad16
+def _probe_seconds(t, clock) -> float:
+    "Seconds of one linear probe of `t`'s encoder on the digits, at 100 % and 1 % of the labels."
     from ssl_ae.evaluate import probe_images, random_init
-    from ssl_ae.train import Trainer
-    from ssl_ae.recipes import cpu_config
-    def trainer(**kw):
-        return Trainer(
-            cpu_config(method, batch_size=batch_size, epochs=1, limit=batch_size, device=device, out=tempfile.mkdtemp(),
-                       **kw), progress=False)
-    t = trainer()
-    xb, _ = next(iter(t.loader))
+    xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
+    s = clock()
+    probe_images(random_init(t.config, xtr, ytr).to(t.device), xtr, ytr, xte, yte, (1.0, 0.01))
+    return clock() - s
+
+def _median_step_seconds(t, xb: torch.Tensor, steps: int, clock) -> float:
+    "Median seconds of `t.step` on batch `xb` over `steps` steps, after two warm-up steps."
+    for _ in range(2): t.step(xb, None)
+    ts = []
+    for _ in range(steps):
+        s = clock(); t.step(xb, None); ts.append(clock() - s)
+    return sorted(ts)[len(ts) // 2]
+
+def _phase_seconds(t, xb: torch.Tensor, steps: int, clock) -> dict:
+    """Median seconds of each phase of `t`'s step on batch `xb` over `steps` steps after two warm-up steps:
+    augmentation, forward, the encoder alone (both views, no grad), backward and the optimiser."""
     m, opt = t.method, t.optimizer
-    sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
-    def clock():
-        sync(); return time.perf_counter()
     phases = {k: [] for k in ("augment", "forward", "encoder", "backward", "optimizer")}
     for i in range(steps + 2):
         a = clock(); views = t.augment(xb, t.generator); b = clock()
@@ -174,29 +183,38 @@ def bench_profile(method: str = "sidae", # a key of `METHODS`
         d = clock(); opt.zero_grad(set_to_none=True); out.loss.backward(); e = clock(); opt.step(); f = clock()
         if i >= 2:
             for k, v in zip(phases, (b - a, c - b, d - c, e - d, f - e)): phases[k].append(v)
-    med = {k: sorted(v)[len(v) // 2] for k, v in phases.items()}
-    def step_time(tr) -> float:
-        for _ in range(2): tr.step(xb, None)
-        ts = []
-        for _ in range(steps):
-            s = clock(); tr.step(xb, None); ts.append(clock() - s)
-        return sorted(ts)[len(ts) // 2]
-    result = {
-        "method": method, "batch_size": batch_size, "device": str(t.device), "threads": torch.get_num_threads(),
-        "steps": steps, **{f"{k}_s": v for k, v in med.items()}
-    }
+    return {k: sorted(v)[len(v) // 2] for k, v in phases.items()}
+
+# %% ../nbs/16_bench.ipynb #a5ab14c9
+def bench_profile(method: str = "sidae", # a key of `METHODS`
+                  batch_size: int = 128, # the cpu recipe's batch
+                  steps: int = 10, # timed steps per measurement (after two warm-up steps)
+                  device: str = "auto") -> dict:
+    """Median seconds of each phase of a `cpu`-recipe training step, the step with and without channels-last and with
+    one thread, and one probe."""
+    import tempfile
+    from ssl_ae.train import Trainer
+    from ssl_ae.recipes import cpu_config
+    def trainer(**kw):
+        return Trainer(cpu_config(method, batch_size=batch_size, epochs=1, limit=batch_size, device=device,
+                                  out=tempfile.mkdtemp(), **kw), progress=False)
+    t = trainer()
+    xb, _ = next(iter(t.loader))
+    sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
+    def clock():
+        sync(); return time.perf_counter()
+    step_time = lambda tr: _median_step_seconds(tr, xb, steps, clock)
+    result = {"method": method, "batch_size": batch_size, "device": str(t.device), "threads": torch.get_num_threads(),
+              "steps": steps, **{f"{k}_s": v for k, v in _phase_seconds(t, xb, steps, clock).items()}}
     result["step_s"] = step_time(t)
     result["steps_per_minute"] = 60 / result["step_s"]
     result["channels_last_off_step_s"] = step_time(trainer(channels_last=False))
+    result["one_thread_step_s"] = None
     if t.device.type == "cpu" and torch.get_num_threads() > 1:
         n = torch.get_num_threads(); torch.set_num_threads(1)
         try: result["one_thread_step_s"] = step_time(t)
         finally: torch.set_num_threads(n)
-    else: result["one_thread_step_s"] = None
-    xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
-    s = clock()
-    probe_images(random_init(t.config, xtr, ytr).to(t.device), xtr, ytr, xte, yte, (1.0, 0.01))
-    result["probe_s"] = clock() - s
+    result["probe_s"] = _probe_seconds(t, clock)
     return result
 
 # %% ../nbs/16_bench.ipynb #6315ff69
@@ -243,7 +261,44 @@ def _time_steps(trainer, batches, warmup: int, steps: int) -> float:
     sync()
     return (time.perf_counter() - start) / steps
 
-# %% ../nbs/16_bench.ipynb #7ca18180
+# %% ../nbs/16_bench.ipynb #c5a2f80a
+def _capture_row(method: str, dataset: str, device: str, steps: int, warmup: int, batch_size: int | None) -> dict:
+    "One paper preset's step, eager and as `compile='auto'` runs it, beside the bound its FLOPs set on an H200."
+    import tempfile
+    from ssl_ae.recipes import counted_cost, paper_config
+    from ssl_ae.train import Trainer
+    cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(),
+                       **({"batch_size": batch_size} if batch_size else {})).resolved()
+    images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size),
+                           dtype=torch.uint8)
+    row = {"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size}
+    for name, mode in (("eager", "off"), ("auto", "auto")):
+        t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
+        row[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
+        row["device"], row["mode"] = str(t.device), t.mode
+        if t._graph is not None: row["capture_seconds"] = t._graph.capture_seconds
+        del t
+    row["speedup"] = row["auto_images_per_s"] / row["eager_images_per_s"]
+    row["h200_arithmetic_bound_images_per_s"] = H200_BF16_TFLOPS * 1e12 / counted_cost(cfg)["step_flops_per_image"]
+    row["fraction_of_bound"] = row["auto_images_per_s"] / row["h200_arithmetic_bound_images_per_s"]
+    return row
+
+# %% ../nbs/16_bench.ipynb #240f3aab
+def _quick_start_seconds(device: str) -> dict:
+    "Seconds of the README quick start's training (no probe), eager and as `compile='auto'` runs it."
+    import tempfile
+    from ssl_ae.recipes import quick_config
+    from ssl_ae.train import Trainer
+    q = {}
+    for name, mode in (("eager", "off"), ("auto", "auto")):
+        t = Trainer(quick_config("sidae", limit=None, device=device, knn_every=0, compile=mode,
+                                 out=tempfile.mkdtemp()), progress=False)
+        start = time.perf_counter(); t.fit()
+        if t.device.type == "cuda": torch.cuda.synchronize()
+        q[f"{name}_train_s"] = time.perf_counter() - start
+        q["mode"], q["steps"] = t.mode, len(t.loader) * t.config.epochs
+    return q
+
 def bench_capture(device: str = "auto",
                   presets=None, # (method, data set, images/s) rows; default: chapter 12's `H200_STEPS`
                   steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps (capture at the fourth)
@@ -252,77 +307,39 @@ def bench_capture(device: str = "auto",
                  ) -> dict:
     """Images per second of each paper preset's `Trainer.step`, eager (`compile='off'`) and as chosen by
     `compile='auto'` (a CUDA graph on a GPU), beside the arithmetic bound."""
-    import tempfile
-    from ssl_ae.recipes import H200_STEPS, counted_cost, paper_config, quick_config
-    from ssl_ae.train import Trainer
-    rows = []
-    for method, dataset, _ in presets or H200_STEPS:
-        cfg = paper_config(method, dataset, device=device, out=tempfile.mkdtemp(),
-                           **({"batch_size": batch_size} if batch_size else {})).resolved()
-        images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, cfg.image_size, cfg.image_size),
-                               dtype=torch.uint8)
-        row = {"preset": f"{method} on {dataset}", "backbone": cfg.backbone, "batch_size": cfg.batch_size}
-        for name, mode in (("eager", "off"), ("auto", "auto")):
-            t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
-            row[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
-            row["device"], row["mode"] = str(t.device), t.mode
-            if t._graph is not None: row["capture_seconds"] = t._graph.capture_seconds
-            del t
-        row["speedup"] = row["auto_images_per_s"] / row["eager_images_per_s"]
-        row["h200_arithmetic_bound_images_per_s"] = H200_BF16_TFLOPS * 1e12 / counted_cost(cfg)["step_flops_per_image"]
-        row["fraction_of_bound"] = row["auto_images_per_s"] / row["h200_arithmetic_bound_images_per_s"]
-        rows.append(row)
-    result = {"presets": rows}
-    if quick_start:  # the README's main job: the quick-start recipe on the toy images, training only
-        q = {}
-        for name, mode in (("eager", "off"), ("auto", "auto")):
-            t = Trainer(
-                quick_config("sidae", limit=None, device=device, knn_every=0, compile=mode, out=tempfile.mkdtemp()),
-                progress=False)
-            start = time.perf_counter(); t.fit()
-            if t.device.type == "cuda": torch.cuda.synchronize()
-            q[f"{name}_train_s"], q["mode"], q["steps"] = time.perf_counter() - start, t.mode, len(
-                t.loader) * t.config.epochs
-        result["quick_start"] = q
+    from ssl_ae.recipes import H200_STEPS
+    result = {"presets": [_capture_row(method, dataset, device, steps, warmup, batch_size)
+                          for method, dataset, _ in presets or H200_STEPS]}
+    if quick_start: result["quick_start"] = _quick_start_seconds(device)
     return result
 
-# %% ../nbs/16_bench.ipynb #62c68f0a
-def bench_lightly(device: str = "auto",
-                  steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps
-                  batch_size: int | None = None, # None: SimSiam's CIFAR-10 preset (512)
-                  workers: int | None = None, # lightly's DataLoader workers (None: every CPU core)
-                 ) -> dict:
-    """Images per second of SimSiam's CIFAR-10 step: ssl_ae's `Trainer` against lightly's SimSiam heads and loss fed by
-    torchvision's per-image pipeline in DataLoader workers, with the same backbone, bf16 and channels-last on a GPU."""
-    import os, tempfile
-    from lightly.loss import NegativeCosineSimilarity
+# %% ../nbs/16_bench.ipynb #6c52f344
+def _lightly_simsiam(cfg, dev: torch.device) -> tuple:
+    "Our backbone and lightly's SimSiam projection and prediction heads at our sizes, on `dev`, channels-last as ours."
     from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
     from ssl_ae.methods import build_method
-    from ssl_ae.train import Trainer
-    from ssl_ae.devices import amp_dtype
-    from ssl_ae.recipes import paper_config
-    cfg = paper_config("simsiam", "cifar10", device=device, out=tempfile.mkdtemp(),
-                       **({"batch_size": batch_size} if batch_size else {})).resolved()
-    images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, 32, 32), dtype=torch.uint8)
-    result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options}
-    for name, mode in (("ours_eager", "off"), ("ours", "auto")):
-        t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
-        result[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
-        result["device"], result["mode"] = str(t.device), t.mode
-    dev, o = t.device, cfg.options
-    del t
     torch.manual_seed(cfg.seed)
+    o = cfg.options
     backbone = build_method("simsiam", backbone=cfg.backbone).backbone
-    hidden = o.get("hidden") or o[
-        "dim"]  # the same head sizes as ours: projector 512 → hidden → dim, predictor dim → dim/4 → dim
+    hidden = o.get("hidden") or o["dim"]  # ours: projector 512 → hidden → dim, predictor dim → dim/4 → dim
     projector = SimSiamProjectionHead(backbone.out_dim, hidden, o["dim"])
     predictor = SimSiamPredictionHead(o["dim"], o["dim"] // 4, o["dim"])
     model = torch.nn.ModuleDict({"backbone": backbone, "projector": projector, "predictor": predictor}).to(dev)
+    if dev.type in ("cuda", "cpu") and cfg.channels_last: model.to(memory_format=torch.channels_last)
+    return backbone, projector, predictor
+
+# %% ../nbs/16_bench.ipynb #980d75a8
+def _lightly_images_per_s(cfg, images: torch.Tensor, dev: torch.device, steps: int, warmup: int,
+                          workers: int) -> float:
+    """Images per second of SimSiam's step written with lightly's heads and loss, fed by torchvision's per-image
+    pipeline in `workers` DataLoader processes: the backbone, optimiser, precision and layout of `cfg`."""
+    from lightly.loss import NegativeCosineSimilarity
+    from ssl_ae.devices import amp_dtype
+    backbone, projector, predictor = _lightly_simsiam(cfg, dev)
     cl = dev.type in ("cuda", "cpu") and cfg.channels_last
-    if cl: model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    params = [p for m in (backbone, projector, predictor) for p in m.parameters()]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     criterion, dtype = NegativeCosineSimilarity(), amp_dtype(dev, cfg.amp)
-    workers = os.cpu_count() if workers is None else workers
     loader = torch.utils.data.DataLoader(_TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])),
                                          batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                                          pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
@@ -340,10 +357,33 @@ def bench_lightly(device: str = "auto",
     sync(); start = time.perf_counter()
     for _ in range(steps): lightly_step(*next(batches))
     sync()
-    result["lightly_images_per_s"] = cfg.batch_size * steps / (time.perf_counter() - start)
+    return cfg.batch_size * steps / (time.perf_counter() - start)
+
+# %% ../nbs/16_bench.ipynb #3e3a4b29
+def bench_lightly(device: str = "auto",
+                  steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps
+                  batch_size: int | None = None, # None: SimSiam's CIFAR-10 preset (512)
+                  workers: int | None = None, # lightly's DataLoader workers (None: every CPU core)
+                 ) -> dict:
+    """Images per second of SimSiam's CIFAR-10 step: ssl_ae's `Trainer` against lightly's SimSiam heads and loss fed by
+    torchvision's per-image pipeline in DataLoader workers, with the same backbone, bf16 and channels-last on a GPU."""
+    import os, tempfile
+    import lightly
+    from ssl_ae.train import Trainer
+    from ssl_ae.recipes import paper_config
+    cfg = paper_config("simsiam", "cifar10", device=device, out=tempfile.mkdtemp(),
+                       **({"batch_size": batch_size} if batch_size else {})).resolved()
+    images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, 32, 32), dtype=torch.uint8)
+    result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options}
+    for name, mode in (("ours_eager", "off"), ("ours", "auto")):
+        t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
+        result[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
+        result["device"], result["mode"] = str(t.device), t.mode
+    dev = t.device
+    del t
+    workers = os.cpu_count() if workers is None else workers
+    result["lightly_images_per_s"] = _lightly_images_per_s(cfg, images, dev, steps, warmup, workers)
     result["lightly_workers"] = workers
     result["speedup"] = result["ours_images_per_s"] / result["lightly_images_per_s"]
-    import lightly
     result["lightly_version"] = lightly.__version__
     return result
-

@@ -64,7 +64,25 @@ def config_from_args(args):
     fields["knn_every"] = args.knn_every if args.knn_every is not None else (5 if args.dataset == "toy" else 10)
     return Config(**fields, options=options)
 
-# %% ../nbs/17_cli.ipynb #eb888964
+# %% ../nbs/17_cli.ipynb #51a50ba7
+def _print_summary(s: dict, out: Path):
+    "The run in one line, the probe's two accuracies (or why there is no probe), and the files written."
+    print()
+    print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} "
+          f"on {s['device']}, {s['seconds']:.0f} s")
+    if s["probe_accuracy"] is None:
+        print("linear probe skipped: the data have no labelled test split (for one, give the folder train/ and test/ "
+              "subfolders of class folders)")
+    else:
+        recalibrated = ", BatchNorm recalibrated on clean images" if s["bn_recalibrated"] else ""
+        print(f"linear probe ({s['probe_protocol']} protocol{recalibrated}):")
+        print(f"  {'encoder':<28}{'test accuracy':>14}")
+        print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")
+        print(f"  {'same network, random init':<28}{s['random_init_probe_accuracy']:>14.1%}")
+    print(f"files in {out}: last.pt history.csv summary.json loss_curve.png" +
+          (" reconstructions.png" if (Path(out) / "reconstructions.png").exists() else ""))
+
+# %% ../nbs/17_cli.ipynb #c55c6adc
 def _pretrain(args) -> int:
     from ssl_ae.evaluate import pretrain_and_evaluate
     cfg = config_from_args(args)
@@ -73,30 +91,10 @@ def _pretrain(args) -> int:
     overrides = {"epochs": args.epochs} if resume and args.epochs else {}
     if resume:
         from ssl_ae.train import load_checkpoint
-        load_checkpoint(resume,
-                        method=args.method)  # fail fast, with the reason (and refuse another method's checkpoint)
+        load_checkpoint(resume, method=args.method)  # fail fast, with the reason; refuse another method's checkpoint
     s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol,
                               recalibrate=False if args.no_recalibrate else None, progress=not args.quiet, **overrides)
-    print()
-    print(
-        f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} on "
-        f"{s['device']}, {s['seconds']:.0f} s"
-    )
-    if s["probe_accuracy"] is None:
-        print(
-            "linear probe skipped: the data have no labelled test split (for one, give the folder train/ and test/ "
-            "subfolders of class folders)"
-        )
-    else:
-        print(
-            f"linear probe ({s['probe_protocol']} "
-            f"protocol{', BatchNorm recalibrated on clean images' if s['bn_recalibrated'] else ''}):"
-        )
-        print(f"  {'encoder':<28}{'test accuracy':>14}")
-        print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")
-        print(f"  {'same network, random init':<28}{s['random_init_probe_accuracy']:>14.1%}")
-    print(f"files in {cfg.out}: last.pt history.csv summary.json loss_curve.png" +
-          (" reconstructions.png" if (Path(cfg.out) / "reconstructions.png").exists() else ""))
+    _print_summary(s, cfg.out)
     return 0
 
 # %% ../nbs/17_cli.ipynb #0d1a5e37
@@ -111,38 +109,41 @@ def _export(args) -> int:
         f"then {info['build']}")
     return 0
 
-# %% ../nbs/17_cli.ipynb #28824095
+# %% ../nbs/17_cli.ipynb #d63360f7
+def _print_evaluation(result: dict, table: dict, seeds: int):
+    "kNN accuracy, then the probe's accuracy and standard error at each label fraction."
+    print(f"{result['method']} on {result['dataset']}, epoch {result['epoch']}: "
+          f"kNN accuracy {result['knn_accuracy']:.1%}")
+    print(f"  {'labels':<10}{'linear probe':>14}{'s.e.':>8}   ({seeds} seeds, {result['protocol']} protocol)")
+    for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}{se:>8.1%}")
+
+# %% ../nbs/17_cli.ipynb #5334418b
 def _evaluate(args) -> int:
-    from ssl_ae.data import load_dataset
     import dataclasses
+    from ssl_ae.data import load_dataset
+    from ssl_ae.devices import resolve_device
     from ssl_ae.evaluate import PROTOCOLS, encoder_features, load_method, probe_images, probe_table
-    from ssl_ae.train import load_checkpoint
     from ssl_ae.features import knn_accuracy
+    from ssl_ae.train import load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
-    from ssl_ae.devices import resolve_device
-    device = resolve_device(args.device)
-    data = args.data or cfg["data"]
-    method = load_method(args.checkpoint, device)
-    size = cfg.get("image_size", 32)
+    method = load_method(args.checkpoint, resolve_device(args.device))
+    data, size = args.data or cfg["data"], cfg.get("image_size", 32)
     xtr, ytr = load_dataset(cfg["dataset"], data, "train", size=size)
     xte, yte = load_dataset(cfg["dataset"], data, "test", size=size)
     p = PROTOCOLS[args.protocol]
     if args.no_recalibrate: p = dataclasses.replace(p, recalibrate=False)
     ftr, fte = encoder_features(method, xtr, xte, recalibrate=p.recalibrate)
     fractions, seeds = tuple(args.fractions), tuple(range(args.seeds))
-    table = probe_table(ftr, ytr, fte, yte, fractions, seeds, p) if p.augment is None else probe_images(
-        method, xtr, ytr, xte, yte, fractions, seeds, p)
+    table = (probe_table(ftr, ytr, fte, yte, fractions, seeds, p) if p.augment is None
+             else probe_images(method, xtr, ytr, xte, yte, fractions, seeds, p))
     result = {
         "checkpoint": str(args.checkpoint), "method": cfg["method"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"],
         "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
-        "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}
-    }
+        "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
     Path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
     if args.json: print(json.dumps(result)); return 0
-    print(f"{cfg['method']} on {cfg['dataset']}, epoch {ckpt['epoch']}: kNN accuracy {result['knn_accuracy']:.1%}")
-    print(f"  {'labels':<10}{'linear probe':>14}{'s.e.':>8}   ({args.seeds} seeds, {args.protocol} protocol)")
-    for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}{se:>8.1%}")
+    _print_evaluation(result, table, args.seeds)
     return 0
 
 # %% ../nbs/17_cli.ipynb #ec9ff972
@@ -388,12 +389,8 @@ def _add_export(sub):
     exp.set_defaults(run=_export)
 
 
-# %% ../nbs/17_cli.ipynb #5535b4d6
-def _add_bench(sub):
-    "The `bench` command and its six benchmarks."
-    bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
-                           description="Speed benchmarks; each compares two ways of doing the same work in one run.")
-    what = bench.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
+# %% ../nbs/17_cli.ipynb #1a73d937
+def _add_bench_augment(what):
     aug = what.add_parser(
         "augment", help="augmented views per second: ours batched vs torchvision per image",
         description="Views per second for an augmentation preset on 32x32 uint8 toy images: our batched pipeline "
@@ -408,6 +405,9 @@ def _add_bench(sub):
                           "auto)")
     aug.add_argument("--preset", default="simsiam_cifar",
                      help="augmentation preset, a key of ssl_ae.augment.PRESETS (default: simsiam_cifar)")
+    return aug
+
+def _add_bench_step(what):
     step = what.add_parser(
         "step", help="seconds per training step: Trainer.step vs a minimal hand-written step",
         description="One SidAE training step through the trainer against a minimal hand-written step with the same "
@@ -416,6 +416,10 @@ def _add_bench(sub):
     step.add_argument("--batch-size", type=_positive, default=256, help="batch size (default: 256)")
     step.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
     step.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    return step
+
+# %% ../nbs/17_cli.ipynb #dc4e6bf4
+def _add_bench_eval(what):
     evb = what.add_parser(
         "eval", help="linear probe with cached features vs recomputing them every epoch",
         description="A 50-epoch linear probe on toy images with features computed once, against recomputing the "
@@ -424,6 +428,9 @@ def _add_bench(sub):
     evb.add_argument("--images", type=_positive, default=2000, help="training images (default: 2000)")
     evb.add_argument("--epochs", type=_positive, default=50, help="probe epochs (default: 50)")
     evb.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    return evb
+
+def _add_bench_profile(what):
     prof = what.add_parser(
         "profile", help="where a cpu-scale training step's time goes, and one probe",
         description="Median seconds of each phase of a training step on the cpu recipe (real digits, small network): "
@@ -433,12 +440,19 @@ def _add_bench(sub):
     prof.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: 128)")
     prof.add_argument("--steps", type=_positive, default=10, help="timed steps per measurement (default: 10)")
     prof.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    return prof
+
+# %% ../nbs/17_cli.ipynb #b89834c6
+def _add_bench_capture(what):
     cap = what.add_parser(
         "capture", help="images per second of each paper preset: eager vs the whole step as one CUDA graph",
         description="Each paper preset's training step, eagerly and as compile=auto runs it (one CUDA graph on a GPU), "
         "beside the bound that its FLOPs set at 790 TFLOP/s; and the quick start's training time.")
     cap.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
     cap.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
+    return cap
+
+def _add_bench_lightly(what):
     lig = what.add_parser(
         "lightly", help="SimSiam's CIFAR-10 step: ssl_ae vs lightly with heads of the same sizes",
         description="SimSiam's CIFAR-10 step in ssl_ae against lightly's heads and loss fed by torchvision's per-image "
@@ -446,14 +460,21 @@ def _add_bench(sub):
     lig.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")
     lig.add_argument("--workers", type=int, default=None, help="lightly's DataLoader workers (default: every CPU core)")
     lig.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda (default: auto)")
-    for b in (aug, step, evb, prof, cap, lig):
-        b.add_argument("--json", action="store_true", help="print one JSON object")
-    aug.set_defaults(run=_bench_augment)
-    step.set_defaults(run=_bench_step)
-    evb.set_defaults(run=_bench_eval)
-    prof.set_defaults(run=_bench_profile)
-    cap.set_defaults(run=_bench_capture); lig.set_defaults(run=_bench_lightly)
+    return lig
 
+# %% ../nbs/17_cli.ipynb #b589ed4b
+def _add_bench(sub):
+    "The `bench` command and its six benchmarks."
+    bench = sub.add_parser("bench", help="measure the package's speed against the straightforward alternative",
+                           description="Speed benchmarks; each compares two ways of doing the same work in one run.")
+    what = bench.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
+    runs = ((_add_bench_augment, _bench_augment), (_add_bench_step, _bench_step), (_add_bench_eval, _bench_eval),
+            (_add_bench_profile, _bench_profile), (_add_bench_capture, _bench_capture),
+            (_add_bench_lightly, _bench_lightly))
+    for add, run in runs:
+        b = add(what)
+        b.add_argument("--json", action="store_true", help="print one JSON object")
+        b.set_defaults(run=run)
 
 # %% ../nbs/17_cli.ipynb #65aa43cc
 def parser() -> argparse.ArgumentParser:

@@ -72,7 +72,44 @@ def _toy_mask(c: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return ((du * du + dv * dv) <= 0.3 ** 2).any(-1)
     raise ValueError(f"toy class must be in 0..{len(TOY_CLASSES) - 1}; got {c}.")
 
-# %% ../nbs/02_data.ipynb #998d08a1
+# %% ../nbs/02_data.ipynb #4d41baf3
+def _toy_colours(rand, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Foreground and background colours (n, 3) whose luminances differ by at least 0.25 (so grey views keep the shape)."
+    luma = torch.tensor([0.2989, 0.587, 0.114])
+    fg, bg = rand(n, 3), rand(n, 3)
+    for _ in range(100):  # redraw colour pairs whose luminances are too close to survive grayscale
+        close = ((fg - bg) @ luma).abs() < 0.25
+        if not close.any(): break
+        k = int(close.sum()); fg[close], bg[close] = rand(k, 3), rand(k, 3)
+    return fg, bg
+
+# %% ../nbs/02_data.ipynb #1055fc82
+def _toy_masks(labels: torch.Tensor, radius: torch.Tensor, theta: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
+               size: int) -> torch.Tensor:
+    "Each image's shape as coverage in [0, 1] (n, 1, size, size): drawn at twice the resolution, then 2×2 averaged."
+    ss = 2 * size
+    t = (torch.arange(ss) + 0.5) / ss * 2 - 1
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    mask = torch.empty(len(labels), 1, ss, ss)
+    for c in range(len(TOY_CLASSES)):
+        i = (labels == c).nonzero().squeeze(1)
+        if not len(i): continue
+        dx, dy = xx - cx[i, None, None], yy - cy[i, None, None]
+        cos, sin, r = theta[i].cos()[:, None, None], theta[i].sin()[:, None, None], radius[i, None, None]
+        mask[i, 0] = _toy_mask(c, (cos * dx + sin * dy) / r, (cos * dy - sin * dx) / r).float()
+    return F.avg_pool2d(mask, 2)
+
+# %% ../nbs/02_data.ipynb #f0a2df54
+def _toy_background(rand, bg: torch.Tensor, size: int) -> torch.Tensor:
+    "Each background colour (n, 3) plus a linear ramp of random direction and strength: (n, 3, size, size) in [0, 1]."
+    n = len(bg)
+    t = (torch.arange(size) + 0.5) / size * 2 - 1
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    angle, amp = 2 * math.pi * rand(n), 0.25 * rand(n)
+    ramp = (angle.cos()[:, None, None] * xx + angle.sin()[:, None, None] * yy) * amp[:, None, None]
+    return (bg[:, :, None, None] + ramp[:, None]).clamp(0, 1)
+
+# %% ../nbs/02_data.ipynb #14167f4b
 def make_toy(n: int, # number of images
              seed: int = 0, # fixes the images bit for bit
              size: int = 32, # side length in pixels
@@ -84,29 +121,9 @@ def make_toy(n: int, # number of images
     labels = (torch.arange(n) % len(TOY_CLASSES))[torch.randperm(n, generator=g)]
     radius, theta = 0.55 + 0.35 * rand(n), 2 * math.pi * rand(n)
     cx, cy = [(2 * rand(n) - 1) * (1 - 0.8 * radius) for _ in range(2)]
-    luma = torch.tensor([0.2989, 0.587, 0.114])
-    fg, bg = rand(n, 3), rand(n, 3)
-    for _ in range(100):  # redraw colour pairs whose luminances are too close to survive grayscale
-        close = ((fg - bg) @ luma).abs() < 0.25
-        if not close.any(): break
-        k = int(close.sum()); fg[close], bg[close] = rand(k, 3), rand(k, 3)
-    ss = 2 * size  # render at twice the resolution, then average 2x2 blocks
-    t = (torch.arange(ss) + 0.5) / ss * 2 - 1
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    mask = torch.empty(n, 1, ss, ss)
-    for c in range(len(TOY_CLASSES)):
-        i = (labels == c).nonzero().squeeze(1)
-        if not len(i): continue
-        dx, dy = xx - cx[i, None, None], yy - cy[i, None, None]
-        cos, sin, r = theta[i].cos()[:, None, None], theta[i].sin()[:, None, None], radius[i, None, None]
-        mask[i, 0] = _toy_mask(c, (cos * dx + sin * dy) / r, (cos * dy - sin * dx) / r).float()
-    mask = F.avg_pool2d(mask, 2)
-    t = (torch.arange(size) + 0.5) / size * 2 - 1
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    angle, amp = 2 * math.pi * rand(n), 0.25 * rand(n)
-    ramp = (angle.cos()[:, None, None] * xx + angle.sin()[:, None, None] * yy) * amp[:, None, None]
-    background = (bg[:, :, None, None] + ramp[:, None]).clamp(0, 1)
-    img = mask * fg[:, :, None, None] + (1 - mask) * background
+    fg, bg = _toy_colours(rand, n)
+    mask = _toy_masks(labels, radius, theta, cx, cy, size)
+    img = mask * fg[:, :, None, None] + (1 - mask) * _toy_background(rand, bg, size)
     img = img + 0.06 * rand(n)[:, None, None, None] * torch.randn(img.shape, generator=g)
     return (img.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
@@ -222,48 +239,50 @@ def _read(source: _Source, root: Path, split: str, download: bool):
     kw = dict(split=split) if source.reader is _STL10 else dict(train=split == "train")
     return source.reader(str(root), download=download, **kw)
 
-# %% ../nbs/02_data.ipynb #53f818d8
-def _torchvision_dataset(name: str, root: Path, split: str, download: bool,
-                         size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+# %% ../nbs/02_data.ipynb #26d54da7
+def _open_torchvision(name: str, root: Path, split: str, download: bool):
+    "torchvision's data set object for `name`, or one line saying what is missing or broken and how to get it."
     source = _SOURCES[name]
     where = root / source.folder
     how = (f"Get the files with load_dataset({name!r}, {str(root)!r}, {split!r}, download=True) on a machine with "
-           f"internet access, or copy the extracted "
-           f"archive from {source.home} so that {where} holds its files.")
+           f"internet access, or copy the extracted archive from {source.home} so that {where} holds its files.")
     if download:
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(20)  # a dead network fails in seconds rather than hanging
-        try: ds = _read(source, root, split, download=True)
+        try: return _read(source, root, split, download=True)
         except Exception as e:
             reason = " ".join(str(e).split())  # torchvision's mirror errors span several lines
             raise DatasetNotFoundError(
                 f"{name}: could not download into {root} ({type(e).__name__}: {reason}). {how}") from None
         finally: socket.setdefaulttimeout(old)
-    else:
-        try: ds = _read(source, root, split, download=False)
-        except RuntimeError as e:
-            if "not found" not in str(e).lower(): raise
-            raise DatasetNotFoundError(f"{name} ({split} split) not found: looked in {where}. {how}") from None
-        except (OSError, EOFError, ValueError, pickle.UnpicklingError, KeyError, TypeError) as e:
-            if isinstance(e, FileNotFoundError):
-                raise DatasetNotFoundError(
-                    f"{name} ({split} split) is incomplete: {e.filename} is missing. {how}") from None
-            raise DatasetCorruptError(f"{name} ({split} split) under {where} cannot be read ({type(e).__name__}: {e}). "
-                                      f"Delete {where} and fetch the files again. {how}") from None
-    data = ds.data
-    images = torch.as_tensor(data)
+    try: return _read(source, root, split, download=False)
+    except RuntimeError as e:
+        if "not found" not in str(e).lower(): raise
+        raise DatasetNotFoundError(f"{name} ({split} split) not found: looked in {where}. {how}") from None
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError, KeyError, TypeError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise DatasetNotFoundError(
+                f"{name} ({split} split) is incomplete: {e.filename} is missing. {how}") from None
+        raise DatasetCorruptError(f"{name} ({split} split) under {where} cannot be read ({type(e).__name__}: {e}). "
+                                  f"Delete {where} and fetch the files again. {how}") from None
+
+# %% ../nbs/02_data.ipynb #265801c3
+def _torchvision_dataset(name: str, root: Path, split: str, download: bool,
+                         size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = _open_torchvision(name, root, split, download)
+    images = torch.as_tensor(ds.data)
     if name.startswith("cifar"): images = images.permute(0, 3, 1, 2)   # stored N×H×W×C
     elif images.ndim == 3: images = images[:, None]                     # MNIST: N×H×W grey
     labels = torch.as_tensor(ds.labels if name == "stl10" else ds.targets, dtype=torch.int64)
     if len(labels) != len(images):
+        where = root / _SOURCES[name].folder
         raise DatasetCorruptError(f"{name} ({split} split) under {where}: {len(images)} images but {len(labels)} "
-                                  "labels. "
-                                  f"Delete {where} and fetch the files again.")
+                                  f"labels. Delete {where} and fetch the files again.")
     return to_rgb(images, size), labels
 
 # %% ../nbs/02_data.ipynb #48c107f1
 def load_dataset(name: str, # one of `DATASETS` ("toy", "digits", "cifar10", ..., "folder")
-                 root: str | Path | None = None, # torchvision's files, or your images for "folder" (not for "toy", "digits")
+                 root: str | Path | None = None, # torchvision's files, or your images for "folder" (unused by "toy")
                  split: str = "train", # "train" or "test"; STL-10 also has "unlabeled"
                  download: bool = False, # fetch missing files with torchvision (needs internet)
                  size: int = 32, # side of the returned images, one of `IMAGE_SIZES`
@@ -291,12 +310,14 @@ def load_dataset(name: str, # one of `DATASETS` ("toy", "digits", "cifar10", ...
             f"{key} needs root, the folder that holds (or will hold) its files, e.g. load_dataset({key!r}, 'data').")
     return _torchvision_dataset(key, Path(root).expanduser().absolute(), split, download, size)
 
-# %% ../nbs/02_data.ipynb #b9d14626
+# %% ../nbs/02_data.ipynb #0e4be33f
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 FOLDER_MAX_BAD = 0.1  # the share of undecodable files that is skipped (with a warning) rather than refused
 
-def _is_image(p: Path) -> bool: return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
+# %% ../nbs/02_data.ipynb #c1e4afa8
 def _folder_files(root: Path, split: str) -> tuple[list[Path], list[int]]:
     "The image files of `split` under `root`, with labels from class subfolders (−1 for a flat folder)."
     if not root.is_dir():
@@ -308,7 +329,8 @@ def _folder_files(root: Path, split: str) -> tuple[list[Path], list[int]]:
             raise ValueError(f"folder {root} has no {split!r} split; its split subfolders are {', '.join(splits)}.")
         root = root / split
     elif split != "train":
-        raise ValueError(f"folder {root} has no {split!r} split: without train/ and test/ subfolders the whole folder is the train split.")
+        raise ValueError(f"folder {root} has no {split!r} split: without train/ and test/ subfolders "
+                         "the whole folder is the train split.")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     loose, classes = [p for p in entries if _is_image(p)], [p for p in entries if p.is_dir()]
     if loose and classes:
@@ -346,7 +368,8 @@ def _folder_dataset(root: Path, split: str, size: int) -> tuple[torch.Tensor, to
                 f"folder: {len(bad)} of {len(files)} image files under {root} cannot be read (first: {first}); "
                 "fix or remove them.")
         warnings.warn(
-            f"folder: skipped {len(bad)} of {len(files)} image files under {root} that cannot be read (first: {first}).",
+            f"folder: skipped {len(bad)} of {len(files)} image files under {root} that cannot be read "
+            f"(first: {first}).",
             stacklevel=3)
     return torch.stack(images), torch.tensor(kept, dtype=torch.int64)
 
@@ -357,7 +380,8 @@ def as_images(data, # uint8 images (N, C, H, W) with C in {1, 3}, or a pair (ima
     """Images held in memory as `load_dataset` returns a data set: uint8 RGB at size × size (`to_rgb`) and int64 labels
     (−1 where none)."""
     images, labels = data if isinstance(data, (tuple, list)) else (data, None)
-    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] in (1, 3)):
+    ok = isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+    if not (ok and images.shape[1] in (1, 3)):
         got = f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(
             images, torch.Tensor) else f"a {type(images).__name__}"
         raise ValueError(f"images must be a uint8 tensor (N, 3, H, W) or (N, 1, H, W) with values 0..255; got {got}. "

@@ -395,47 +395,55 @@ def _labelled_splits(trainer: Trainer):
     labelled = train[1] >= 0
     return (train[0][labelled], train[1][labelled]), test
 
-# %% ../nbs/13_evaluate.ipynb #4b9a9fb2
+# %% ../nbs/13_evaluate.ipynb #8dd18a23
+def _probe_against_random_init(trainer: Trainer, splits, p: Protocol) -> dict:
+    """Linear-probe accuracy of the trained encoder and of the same network at random initialisation, where the data
+    have labels and a test split (`splits`; {"pretrained": None, "random_init": None} where they do not)."""
+    if not splits: return {"pretrained": None, "random_init": None}
+    (xtr, ytr), (xte, yte) = splits
+    baseline = random_init(trainer.config, trainer.images, trainer.labels).to(trainer.device)
+    return {name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0]
+            for name, m in (("pretrained", trainer.method), ("random_init", baseline))}
+
+# %% ../nbs/13_evaluate.ipynb #8b9d1dcc
+def _write_run_files(trainer: Trainer, summary: dict, splits):
+    "summary.json, loss_curve.png and (for methods with a decoder) reconstructions.png in the run's folder."
+    import matplotlib.pyplot as plt
+    cfg, out = trainer.config, trainer.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_history(trainer.history, f"{cfg.method} on {cfg.dataset}").savefig(out / "loss_curve.png", dpi=100)
+    plt.close("all")
+    images = splits[1][0] if splits else trainer.images
+    fig = plot_reconstructions(trainer.method, images, cfg.augment,
+                               title=f"{cfg.method}: reconstructions of {'test' if splits else 'training'} images")
+    if fig is not None: fig.savefig(out / "reconstructions.png", dpi=100); plt.close("all")
+
+# %% ../nbs/13_evaluate.ipynb #8755bd59
 def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, protocol: str | Protocol = "package",
                           recalibrate: bool | None = None, # BatchNorm recalibration (None: the protocol's)
                           progress: bool = True, **resume_overrides) -> dict:
     """Pretrain (or resume), then linear-probe the backbone against its random initialisation (where the data have a
     labelled test split); write the run's files; return the summary."""
     start = time.time()
-    trainer = Trainer.resume(resume, progress=progress, **resume_overrides) if resume else Trainer(
-        config, progress=progress)
-    cfg, out = trainer.config, trainer.out
+    trainer = (Trainer.resume(resume, progress=progress, **resume_overrides) if resume
+               else Trainer(config, progress=progress))
+    cfg = trainer.config
     trainer.fit()
     train_seconds = time.time() - start
     p = as_protocol(protocol)
     if recalibrate is not None: p = dataclasses.replace(p, recalibrate=recalibrate)
-    accuracy, xte = {"pretrained": None, "random_init": None}, trainer.images
     splits = _labelled_splits(trainer)
-    if splits:  # a data set with labels and a test split: probe the encoder against its random initialisation
-        (xtr, ytr), (xte, yte) = splits
-        baseline = random_init(cfg, trainer.images, trainer.labels).to(trainer.device)
-        accuracy = {
-            name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0]
-            for name, m in (("pretrained", trainer.method), ("random_init", baseline))
-        }
+    accuracy = _probe_against_random_init(trainer, splits, p)
+    knn = next((r["knn"] for r in reversed(trainer.history) if r.get("knn") is not None), None)
     summary = {
         "method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone, "options": cfg.options,
         "epochs": trainer.epoch, "batch_size": cfg.batch_size, "device": str(trainer.device),
         "probe_accuracy": accuracy["pretrained"], "random_init_probe_accuracy": accuracy["random_init"],
         "probe_protocol": protocol if isinstance(protocol, str) else dataclasses.asdict(p),
-        "bn_recalibrated": p.recalibrate, "knn_accuracy": next(
-            (r["knn"] for r in reversed(trainer.history) if r.get("knn") is not None),
-            None), "train_seconds": train_seconds, "seconds": time.time() - start
-    }
-    if trainer.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        import matplotlib.pyplot as plt
-        plot_history(trainer.history, f"{cfg.method} on {cfg.dataset}").savefig(out / "loss_curve.png", dpi=100)
-        plt.close("all")
-        fig = plot_reconstructions(trainer.method, xte, cfg.augment,
-                                   title=f"{cfg.method}: reconstructions of {'test' if splits else 'training'} images")
-        if fig is not None: fig.savefig(out / "reconstructions.png", dpi=100); plt.close("all")
+        "bn_recalibrated": p.recalibrate, "knn_accuracy": knn, "train_seconds": train_seconds,
+        "seconds": time.time() - start}
+    if trainer.rank == 0: _write_run_files(trainer, summary, splits)
     return summary
 
 # %% ../nbs/13_evaluate.ipynb #7afd0820

@@ -66,7 +66,8 @@ if triton is not None:
                      o_sb, o_sc, o_sh, o_sw, # the output's strides: contiguous or channels-last
                      flip_p, jitter_p, gray_p, blur_p, solarize_p, threshold, blur_lo, blur_span,
                      lo0, span0, lo1, span1, lo2, span2, lo3, span3, # the jitter factors' ranges
-                     H: tl.constexpr, W: tl.constexpr, S: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, BS: tl.constexpr,
+                     H: tl.constexpr, W: tl.constexpr, S: tl.constexpr,
+                     BH: tl.constexpr, BW: tl.constexpr, BS: tl.constexpr,
                      UINT8: tl.constexpr, JITTER: tl.constexpr, GRAY: tl.constexpr, BLUR: tl.constexpr, K: tl.constexpr,
                      SOLARIZE: tl.constexpr):
         """One program per image: crop, resize and flip (matrix products), jitter in the image's order, grey, blur,

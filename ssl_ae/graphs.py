@@ -9,6 +9,7 @@ import time
 import warnings
 
 import torch
+from fastcore.basics import patch
 
 
 # %% auto #0
@@ -39,7 +40,7 @@ class CudaGraphs:
 BACKEND = CudaGraphs()
 
 
-# %% ../nbs/10_graphs.ipynb #94a11419
+# %% ../nbs/10_graphs.ipynb #bb2daec4
 class CaptureError(RuntimeError):
     "The training step could not be captured as a CUDA graph."
 
@@ -68,17 +69,19 @@ class CapturedStep:
             warnings.filterwarnings("ignore", message=".*capturable=True.*")
             return BACKEND.eager(self.fn, inputs) if self.replay is None else self.fn(*inputs)
 
-    def _capture(self, inputs):
-        start = time.perf_counter()
-        self.static, self.key = [None if x is None else x.clone() for x in inputs], self._key(inputs)
-        try: self.replay, self.out = BACKEND.capture(self.fn, self.static, self.generators)
-        except Exception as e:
-            raise CaptureError(
-                f"the training step could not be captured as a CUDA graph ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); "
-                "train eagerly with compile='off' (--compile off). Nothing has trained yet in this step.") from e
-        self.capture_seconds = time.perf_counter() - start
-
+# %% ../nbs/10_graphs.ipynb #a2e5ea42
+@patch
+def _capture(self: CapturedStep, inputs):
+    "Record the step once into a graph on copies of `inputs` (the static inputs later calls copy into)."
+    start = time.perf_counter()
+    self.static, self.key = [None if x is None else x.clone() for x in inputs], self._key(inputs)
+    try: self.replay, self.out = BACKEND.capture(self.fn, self.static, self.generators)
+    except Exception as e:
+        raise CaptureError(
+            f"the training step could not be captured as a CUDA graph ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); "
+            "train eagerly with compile='off' (--compile off). Nothing has trained yet in this step.") from e
+    self.capture_seconds = time.perf_counter() - start
 
 # %% ../nbs/10_graphs.ipynb #3f4398fa
 def capturable(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -119,7 +122,8 @@ def step_mode(compile, # `Config.compile`: "auto", "graphs", "default" or "off" 
     if mode == "off": return "eager"
     can = device.type == "cuda" and world == 1
     if mode == "graphs" and not can:
-        why = f"a CUDA GPU (this run is on {device.type})" if device.type != "cuda" else f"one process (this run has {world})"
+        why = (f"a CUDA GPU (this run is on {device.type})" if device.type != "cuda"
+               else f"one process (this run has {world})")
         warnings.warn(f"compile='graphs' needs {why}: training eagerly instead.", stacklevel=2)
     return "graphs" if can else "eager"
 

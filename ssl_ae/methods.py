@@ -19,7 +19,8 @@ from fastcore.basics import patch
 
 from .checks import check_setting, moved_names
 from .devices import gather
-from .models import Decoder, GaussianHead, Predictor, Projector, SmallDecoder, WhiteDecoder, resnet18_backbone, small_backbone, white_backbone
+from .models import (Decoder, GaussianHead, Predictor, Projector, SmallDecoder, WhiteDecoder,
+                           resnet18_backbone, small_backbone, white_backbone)
 
 # %% auto #0
 __all__ = ['BACKBONES', 'METHODS', 'channel_stats', 'Normalize', 'build_backbone', 'build_decoder', 'Output', 'Method',
@@ -71,7 +72,7 @@ class Output(NamedTuple):
     parts: dict # named loss parts (tensors), for logging
     embedding: torch.Tensor | None # z of view 1, for the collapse monitor
 
-# %% ../nbs/08_methods.ipynb #3dd7f00c
+# %% ../nbs/08_methods.ipynb #d2f78128
 class Method(nn.Module):
     "Base class: a backbone behind a `Normalize`, plus whatever heads a subclass adds."
     n_views = 2         # augmented views the method consumes per image (0, 1 or 2)
@@ -94,16 +95,18 @@ class Method(nn.Module):
         "The latent the decoder reads (z, or the posterior mean), for images in [0, 1]."
         return self.projector(self.features(x))
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
-        "Reconstructions of images x in [0, 1] as pixels in [0, 1], or None for methods without a decoder."
-        decoder = getattr(self, "decoder", None)
-        if decoder is None: return None
-        r = decoder(self.embed(x))
-        return (self.normalize.inverse(r) if decoder.output_space == "normalized" else r).clamp(0, 1)
-
     def forward(self, x: torch.Tensor, views: Views | None = None, y: torch.Tensor | None = None) -> Output:
         raise NotImplementedError
+
+# %% ../nbs/08_methods.ipynb #884d83cb
+@patch
+@torch.no_grad()
+def reconstruct(self: Method, x: torch.Tensor) -> torch.Tensor | None:
+    "Reconstructions of images x in [0, 1] as pixels in [0, 1], or None for methods without a decoder."
+    decoder = getattr(self, "decoder", None)
+    if decoder is None: return None
+    r = decoder(self.embed(x))
+    return (self.normalize.inverse(r) if decoder.output_space == "normalized" else r).clamp(0, 1)
 
 # %% ../nbs/08_methods.ipynb #199a733d
 @patch
@@ -118,7 +121,7 @@ def target(self: Method, x: torch.Tensor, decoder: nn.Module) -> torch.Tensor:
     "The reconstruction target for clean images x in [0, 1], in the decoder's output space."
     return self.normalize(x) if decoder.output_space == "normalized" else x
 
-# %% ../nbs/08_methods.ipynb #def1e528
+# %% ../nbs/08_methods.ipynb #17f4796a
 class SiameseAE(Method):
     "SidAE: w · two-view denoising loss + (1 − w) · SimSiam loss; w = 0 is SimSiam, w = 1 the two-view DAE."
     def __init__(self, w: float = 0.5, backbone: str = "small", dim: int = 2048, hidden: int | None = None,
@@ -133,25 +136,24 @@ class SiameseAE(Method):
         self.predictor = Predictor(dim) if w < 1 else None
         self.decoder = build_decoder(backbone, dim, self.image_size) if w > 0 else None
 
-    def forward(self, x, views, y=None):
-        z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
-        parts = {}
-        if self.predictor is not None:
-            p1, p2 = self.predictor(z1), self.predictor(z2)
-            if self.stop_gradient: parts["simsiam"] = losses.simsiam_loss(p1, p2, z1, z2)
-            else:
-                parts["simsiam"] = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1)
-                                          )  # no stop-gradient: collapses
-        if self.decoder is not None:
-            r1, r2 = self.decoder(z1), self.decoder(z2)
-            if self.reconstruct_target == "clean": parts["dae"] = losses.dae_loss(self.target(x, self.decoder), r1, r2)
-            else:
-                parts["dae"] = 0.5 * (F.mse_loss(r1, self.target(views.x1, self.decoder)) +
-                                      F.mse_loss(r2, self.target(views.x2, self.decoder)))
-        return Output(losses.sidae_total(parts.get("dae"), parts.get("simsiam"), self.w), parts,
-                      z1)  # chapter 06's weighting
-
-
+# %% ../nbs/08_methods.ipynb #3e5554d2
+@patch
+def forward(self: SiameseAE, x, views, y=None):
+    "SimSiam's part (with or without the stop-gradient), the denoising part, and chapter 06's weighting of them."
+    z1, z2 = self._encode_views(views, lambda t: self.projector(self.backbone(t)))
+    parts = {}
+    if self.predictor is not None:
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        if self.stop_gradient: parts["simsiam"] = losses.simsiam_loss(p1, p2, z1, z2)
+        else:  # no stop-gradient: collapses
+            parts["simsiam"] = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1))
+    if self.decoder is not None:
+        r1, r2 = self.decoder(z1), self.decoder(z2)
+        if self.reconstruct_target == "clean": parts["dae"] = losses.dae_loss(self.target(x, self.decoder), r1, r2)
+        else:
+            parts["dae"] = 0.5 * (F.mse_loss(r1, self.target(views.x1, self.decoder)) +
+                                  F.mse_loss(r2, self.target(views.x2, self.decoder)))
+    return Output(losses.sidae_total(parts.get("dae"), parts.get("simsiam"), self.w), parts, z1)
 
 # %% ../nbs/08_methods.ipynb #bdc3795e
 class EmbeddingDAE(Method):

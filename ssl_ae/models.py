@@ -136,7 +136,8 @@ class WhiteDecoder(nn.Sequential):
 # %% ../nbs/05_models.ipynb #241c3fc9
 def small_backbone(width: int = 16) -> nn.Module:
     "A 4-block VGG-style CNN (width, 2·width, 4·width, 8·width channels): images (B, 3, 32, 32) → (B, 8·width)."
-    def block(c_in, c_out): return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
     w = width
     net = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w),
                         nn.MaxPool2d(2), *block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from fastcore.basics import patch
+
 # %% auto #0
 __all__ = ['SIDAE', 'AASAE', 'WHITE', 'GS', 'PAPERS', 'HOME', 'PROTOCOLS', 'Protocol', 'paper_protocol', 'scaled_lr', 'Paper',
            'paper_preset', 'as_protocol', 'as_paper', 'with_additions', 'protocol', 'deviations_markdown']
@@ -42,7 +44,7 @@ def scaled_lr(base: float, batch_size: int) -> float:
     "The linear scaling rule: `base` · batch_size / 256."
     return base * batch_size / 256
 
-# %% ../nbs/09_papers.ipynb #2581a561
+# %% ../nbs/09_papers.ipynb #0572d624
 @dataclass(frozen=True)
 class Paper:
     "One paper's settings and published numbers: the single place the package reads them from."
@@ -66,17 +68,20 @@ class Paper:
                 out.update(settings)
         return out
 
-    def rows(self, table: str, **match) -> list[dict]:
-        "The rows of published table `table` whose columns equal `match`."
-        if table not in self.published:
-            raise ValueError(f"the {self.key} paper has no table {table!r}; it has {', '.join(self.published)}.")
-        return [r for r in self.published[table][1] if all(r.get(k) == v for k, v in match.items())]
+# %% ../nbs/09_papers.ipynb #d13f1ca9
+@patch
+def rows(self: Paper, table: str, **match) -> list[dict]:
+    "The rows of published table `table` whose columns equal `match`."
+    if table not in self.published:
+        raise ValueError(f"the {self.key} paper has no table {table!r}; it has {', '.join(self.published)}.")
+    return [r for r in self.published[table][1] if all(r.get(k) == v for k, v in match.items())]
 
-    def number(self, table: str, **match) -> float:
-        "The one published accuracy (%) in `table` that matches `match`."
-        rows = self.rows(table, **match)
-        if len(rows) != 1: raise ValueError(f"{len(rows)} rows of {self.key}'s {table!r} match {match}; name one.")
-        return rows[0]["accuracy"]
+@patch
+def number(self: Paper, table: str, **match) -> float:
+    "The one published accuracy (%) in `table` that matches `match`."
+    rows = self.rows(table, **match)
+    if len(rows) != 1: raise ValueError(f"{len(rows)} rows of {self.key}'s {table!r} match {match}; name one.")
+    return rows[0]["accuracy"]
 
 def _grid(columns: tuple, keys: list, values: list, name: str = "accuracy") -> tuple:
     "Rows {columns[0]: key0, ..., name: value} from parallel lists of key tuples and values."

@@ -249,7 +249,8 @@ def estimate_cost(configs: list, # the pretraining runs of a study (`Config`s)
 # %% ../nbs/12_recipes.ipynb #ac3093f9
 def duration(hours: float) -> str:
     "A rough duration in words: 'under a minute', 'about 52 min', 'about 2.5 h'."
-    return "under a minute" if hours < 1 / 60 else f"about {hours * 60:.0f} min" if hours < 1 else f"about {hours:.1f} h"
+    if hours < 1 / 60: return "under a minute"
+    return f"about {hours * 60:.0f} min" if hours < 1 else f"about {hours:.1f} h"
 
 def cost_line(configs: list, scale: str) -> str:
     """One line for a tutorial to print before it trains: its scale's hours on an H200 (from measured step times) and on

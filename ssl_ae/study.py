@@ -230,9 +230,9 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
 # %% ../nbs/14_study.ipynb #f254fe98
 _RUN_FIELDS = ("accuracy", "train_s", "loss", "config", "protocol", "seconds")  # what every pretraining record holds
 
-_ADDED = {
-    "image_size": 32
-}  # Config fields added after results were committed: a record leaves them out while at this value, so old and new records compare
+# Config fields added after results were committed: a record leaves them out while at this value, so old and new
+# records compare
+_ADDED = {"image_size": 32}
 
 def _settings(config: Config) -> dict:
     """The settings a record keeps: the resolved config without run-only fields (and without later fields at their old

@@ -51,7 +51,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 METHOD_OPTIONS = ("w", "lam", "alpha", "kind", "beta", "tau", "logscale", "similarity", "denoising", "stop_gradient",
                   "dim", "hidden", "projector_layers", "projector_bn", "reconstruct", "normalize_input", "projection")
 
-# %% ../nbs/11_train.ipynb #a0568b3d
+# %% ../nbs/11_train.ipynb #32ccfc70
 @dataclass
 class Config:
     "Everything a pretraining run needs. `None` fields take the paper's value for the method (`paper_preset`)."
@@ -89,37 +89,44 @@ class Config:
     log_every: int = 25 # steps between progress-bar updates (each one synchronises with the device)
     out: str = "runs/run" # output folder
 
-    def resolved(self) -> "Config":
-        "A copy with every `None` replaced by the paper's value, and the settings validated."
-        if self.method not in METHODS: raise ValueError(f"Unknown method {self.method!r}; choose one of "
-                                                        f"{', '.join(METHODS)}.")
-        preset = paper_preset(self.method, self.dataset, self.paper)
-        fields = {f.name for f in dataclasses.fields(self)}
-        c = dataclasses.replace(self, options={**{k: v for k, v in preset.items() if k not in fields}, **self.options})
-        for k, v in preset.items():
-            if k in fields and getattr(c, k) is None: setattr(c, k, v)
-        if c.split is None: c.split = "unlabeled" if c.dataset == "stl10" else "train"
-        check_size(c.image_size)
-        if c.augment not in PRESETS:
-            raise ValueError(f"Unknown augmentation {c.augment!r}; choose one of {', '.join(PRESETS)}.")
-        if c.optimizer not in ("sgd", "adam"): raise ValueError("optimizer must be 'sgd' or 'adam'; got "
-                                                                f"{c.optimizer!r}.")
-        if c.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got "
-                                                         f"{c.schedule!r}.")
-        for k in ("epochs", "batch_size", "knn_k"):
-            if getattr(c, k) < 1: raise ValueError(f"{k} must be at least 1; got {getattr(c, k)}.")
-        if not c.lr > 0: raise ValueError(f"lr must be > 0; got {c.lr}.")
-        if not 0 < c.label_fraction <= 1: raise ValueError(f"label_fraction must be in (0, 1]; got {c.label_fraction}.")
-        if c.limit is not None and c.limit < 1: raise ValueError(f"limit must be None or at least 1; got {c.limit}.")
-        if c.amp not in (True, False, "bf16", "fp16"):
-            raise ValueError(f"amp must be True, False, 'bf16' or 'fp16'; got {c.amp!r}.")
-        if c.compile not in (True, False, *COMPILE_MODES):
-            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {c.compile!r}.")
-        if not c.checkpoint_minutes >= 0:
-            raise ValueError(f"checkpoint_minutes must be >= 0 (0: off); got {c.checkpoint_minutes}.")
-        unknown = set(c.options) - set(METHOD_OPTIONS)
-        if unknown: raise ValueError(f"unknown method options {sorted(unknown)}; known: {', '.join(METHOD_OPTIONS)}.")
-        return c
+# %% ../nbs/11_train.ipynb #dc22e8bc
+@patch
+def resolved(self: Config) -> Config:
+    "A copy with every `None` replaced by the paper's value, and the settings validated."
+    if self.method not in METHODS: raise ValueError(f"Unknown method {self.method!r}; choose one of "
+                                                    f"{', '.join(METHODS)}.")
+    preset = paper_preset(self.method, self.dataset, self.paper)
+    fields = {f.name for f in dataclasses.fields(self)}
+    c = dataclasses.replace(self, options={**{k: v for k, v in preset.items() if k not in fields}, **self.options})
+    for k, v in preset.items():
+        if k in fields and getattr(c, k) is None: setattr(c, k, v)
+    if c.split is None: c.split = "unlabeled" if c.dataset == "stl10" else "train"
+    _check_config(c)
+    return c
+
+# %% ../nbs/11_train.ipynb #d7e3f750
+def _check_config(c: Config):
+    "Refuse a resolved Config's settings that no run can have, each in one line naming the setting and its range."
+    check_size(c.image_size)
+    if c.augment not in PRESETS:
+        raise ValueError(f"Unknown augmentation {c.augment!r}; choose one of {', '.join(PRESETS)}.")
+    if c.optimizer not in ("sgd", "adam"): raise ValueError("optimizer must be 'sgd' or 'adam'; got "
+                                                            f"{c.optimizer!r}.")
+    if c.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got "
+                                                     f"{c.schedule!r}.")
+    for k in ("epochs", "batch_size", "knn_k"):
+        if getattr(c, k) < 1: raise ValueError(f"{k} must be at least 1; got {getattr(c, k)}.")
+    if not c.lr > 0: raise ValueError(f"lr must be > 0; got {c.lr}.")
+    if not 0 < c.label_fraction <= 1: raise ValueError(f"label_fraction must be in (0, 1]; got {c.label_fraction}.")
+    if c.limit is not None and c.limit < 1: raise ValueError(f"limit must be None or at least 1; got {c.limit}.")
+    if c.amp not in (True, False, "bf16", "fp16"):
+        raise ValueError(f"amp must be True, False, 'bf16' or 'fp16'; got {c.amp!r}.")
+    if c.compile not in (True, False, *COMPILE_MODES):
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or True / False); got {c.compile!r}.")
+    if not c.checkpoint_minutes >= 0:
+        raise ValueError(f"checkpoint_minutes must be >= 0 (0: off); got {c.checkpoint_minutes}.")
+    unknown = set(c.options) - set(METHOD_OPTIONS)
+    if unknown: raise ValueError(f"unknown method options {sorted(unknown)}; known: {', '.join(METHOD_OPTIONS)}.")
 
 # %% ../nbs/11_train.ipynb #4f1555c4
 def method_of(config: Config,
@@ -215,7 +222,8 @@ def _training_data(cfg: Config, images=None) -> tuple[torch.Tensor, torch.Tensor
     in memory."""
     if images is not None: images, labels = as_images(images, cfg.image_size)
     elif cfg.dataset == "memory":
-        raise ValueError("this run trained on images given in memory; pass them again: Trainer.resume(path, images=images) or train_or_resume(config, images=images).")
+        raise ValueError("this run trained on images given in memory; pass them again: "
+                         "Trainer.resume(path, images=images) or train_or_resume(config, images=images).")
     else: images, labels = load_dataset(cfg.dataset, cfg.data, cfg.split, cfg.download, size=cfg.image_size)
     if cfg.limit: images, labels = images[: cfg.limit], labels[: cfg.limit]
     if cfg.method == "supervised" and cfg.label_fraction < 1:
@@ -480,7 +488,7 @@ def _fit_epoch(self: Trainer):
 # %% ../nbs/11_train.ipynb #2d093a0d
 @patch
 def _accumulate(self: Trainer, out, sums: dict):
-    "Add a step's loss and parts to `sums` on the device; return 1 for a counted step (0 for one fp16's scaler skipped)."
+    "Add a step's loss and parts to `sums` on the device; return 1 for a counted step (0 for one fp16 skipped)."
     ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16 skips such steps
     for k, v in {"loss": out.loss, **out.parts}.items():
         v = v.detach().float()

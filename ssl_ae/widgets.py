@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .augment import PRESETS
@@ -56,7 +57,7 @@ def _image_grid(fig, rows: dict, n: int):
             if c == 0: ax.set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
     return axes
 
-# %% ../nbs/15_widgets.ipynb #965822a0
+# %% ../nbs/15_widgets.ipynb #305b02f2
 class Explorer:
     """ipywidgets wiring for a render function: `controls` feed its keyword arguments, `extras` are other widgets shown
     with them."""
@@ -73,22 +74,39 @@ class Explorer:
 
     def values(self) -> dict: return {k: c.value for k, c in self.controls.items()}
 
-    def update(self):
-        "Render with the controls' current values and show the figure (or the error)."
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-        try: rendered = self.render(**self.values())
-        except ValueError as e:
-            self.error = str(e); self.status.value = f"<span style='color:#b00'>{html.escape(self.error)}</span>"
-            return
-        self.last, self.error, self.status.value = rendered, None, ""
-        self.output.clear_output(wait=True)
-        with self.output: display(rendered.figure)
-        plt.close(rendered.figure)
-
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/15_widgets.ipynb #52a583e3
+@patch
+def update(self: Explorer):
+    "Render with the controls' current values and show the figure (or the error)."
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    try: rendered = self.render(**self.values())
+    except ValueError as e:
+        self.error = str(e); self.status.value = f"<span style='color:#b00'>{html.escape(self.error)}</span>"
+        return
+    self.last, self.error, self.status.value = rendered, None, ""
+    self.output.clear_output(wait=True)
+    with self.output: display(rendered.figure)
+    plt.close(rendered.figure)
+
+# %% ../nbs/15_widgets.ipynb #88c65064
+def _plot_parts(fig, parts: dict, w: float):
+    "SidAE's two loss parts against w, one panel each, with the chosen w marked."
+    ax_dae, ax_si = fig.subplots(2, 1, sharex=True)
+    panels = ((ax_dae, "dae", r"$\mathcal{L}_{dae}$ (reconstruction)"),
+              (ax_si, "simsiam", r"$\mathcal{L}_{si}$ (negative cosine)"))
+    for ax, key, label in panels:
+        ws = [k for k in parts if key in parts[k]]
+        ax.plot(ws, [parts[k][key] for k in ws], "o-"); ax.axvline(w, color="C3", ls="--", lw=1)
+        ax.set_ylabel(label, fontsize=9); ax.set_xlim(-0.05, 1.05)
+    # honest axes: the error from zero, the negative cosine on its whole range, so noise cannot pass for a trend
+    ax_dae.set_ylim(0, 1.15 * max([parts[k]["dae"] for k in parts if "dae" in parts[k]], default=1))
+    ax_si.set_ylim(-1.05, 1.05 if any(parts[k].get("simsiam", -1) > 0 for k in parts) else 0.05)
+    ax_si.set_xlabel("w")
 
 # %% ../nbs/15_widgets.ipynb #5a7b47f5
 def render_w(models: dict, # {w: trained SidAE-family method}
@@ -105,15 +123,7 @@ def render_w(models: dict, # {w: trained SidAE-family method}
     rec = reconstruct_views(models[w], images[:n], augment, seed)
     fig = plt.figure(figsize=(11, 4.2), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=(1, 1.9))
-    ax_dae, ax_si = left.subplots(2, 1, sharex=True)
-    for ax, key, label in ((ax_dae, "dae", r"$\mathcal{L}_{dae}$ (reconstruction)"), (ax_si, "simsiam", r"$\mathcal{L}_{si}$ (negative cosine)")):
-        ws = [k for k in parts if key in parts[k]]
-        ax.plot(ws, [parts[k][key] for k in ws], "o-"); ax.axvline(w, color="C3", ls="--", lw=1)
-        ax.set_ylabel(label, fontsize=9); ax.set_xlim(-0.05, 1.05)
-    # honest axes: the error from zero, the negative cosine on its whole range, so noise cannot pass for a trend
-    ax_dae.set_ylim(0, 1.15 * max([parts[k]["dae"] for k in parts if "dae" in parts[k]], default=1))
-    ax_si.set_ylim(-1.05, 1.05 if any(parts[k].get("simsiam", -1) > 0 for k in parts) else 0.05)
-    ax_si.set_xlabel("w")
+    _plot_parts(left, parts, w)
     _image_grid(right,
                 {"x": rec["clean"], "x1": rec["views"].x1, "x2": rec["views"].x2, "x1'": rec["r1"], "x2'": rec["r2"]},
                 n)
@@ -129,7 +139,10 @@ def train_w(w: float, **settings) -> nn.Module:
                            progress=False).method.eval()
 
 def w_explorer(models: dict, # {w: trained method}; the button adds to it
-               images: torch.Tensor, train: Callable[[float], nn.Module] = train_w, augment: str = "simsiam_mnist") -> Explorer:
+               images: torch.Tensor, # uint8 images to reconstruct
+               train: Callable[[float], nn.Module] = train_w, # trains a model at a given w
+               augment: str = "simsiam_mnist", # the preset whose views are shown
+              ) -> Explorer:
     "Explore SidAE's w: pick a trained model, or train a new one at any w with the button."
     import ipywidgets as W
     choose = W.SelectionSlider(options=sorted(models), value=sorted(models)[len(models) // 2], description="w")
@@ -159,7 +172,37 @@ def crop_pairs(image_size: tuple[int, int], n: int, augment: str = "simsiam_cifa
     h, w = image_size
     return PRESETS[augment].boxes(n, h, w, g), PRESETS[augment].boxes(n, h, w, g)
 
-# %% ../nbs/15_widgets.ipynb #911fda26
+# %% ../nbs/15_widgets.ipynb #0305c0c0
+def _plot_psi(ax, lam: float, o12: list, o21: list, p12: list, p21: list, similarity: str):
+    "ψ against overlap at λ (and the line ψ = overlap), with each pair's two directions placed on the curve."
+    grid = torch.linspace(0, 1, 201)
+    ax.plot(grid.tolist(), graded_similarity(grid, lam).tolist(), color="k", lw=1.5, label=f"ψ at λ = {lam:g}")
+    ax.plot(grid.tolist(), grid.tolist(), color="grey", lw=0.8, ls=":", label="λ = 1 (ψ = overlap)")
+    for i in range(len(o12)):
+        ax.plot([o12[i], o21[i]], [p12[i], p21[i]], "-", color=f"C{i}", lw=0.8, alpha=0.6)
+        ax.plot(o12[i], p12[i], "o", color=f"C{i}"); ax.plot(o21[i], p21[i], "s", mfc="none", color=f"C{i}")
+    ax.set_xlabel(f"{similarity.upper()} (● view 1 → 2, □ view 2 → 1)")
+    ax.set_ylabel("ψ")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+
+# %% ../nbs/15_widgets.ipynb #20b60d69
+def _plot_pairs(ax, image: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor, caption: str):
+    "The image with each pair's two crops drawn on it (view 1 solid, view 2 dashed), one colour per pair."
+    from matplotlib.patches import Rectangle
+    img = image.float() / 255 if image.dtype == torch.uint8 else image
+    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for i in range(len(b1)):
+        for box, ls in ((b1[i], "-"), (b2[i], "--")):
+            t, l, h, w = box.tolist()
+            ax.add_patch(Rectangle((l - 0.5, t - 0.5), w, h, fill=False, ec=f"C{i}", lw=2, ls=ls))
+    ax.set_title("pairs: view 1 solid, view 2 dashed", fontsize=9)
+    ax.set_xlabel(caption, fontsize=8)
+
+# %% ../nbs/15_widgets.ipynb #db009aa4
 def render_lambda(image: torch.Tensor, # one uint8 image (3, H, W)
                   lam: float = 0.5, # threshold λ in (0, 1]
                   n_pairs: int = 4, augment: str = "simsiam_cifar", seed: int = 0,
@@ -167,7 +210,6 @@ def render_lambda(image: torch.Tensor, # one uint8 image (3, H, W)
                  ) -> Rendered:
     "ψ against overlap at λ, with `n_pairs` crop pairs drawn on `image` and placed on the curve."
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
     if similarity not in ("ioa", "iou"): raise ValueError(f"similarity must be 'ioa' or 'iou'; got {similarity!r}.")
     image = check_images(image[None] if image.ndim == 3 else image, "image")[0]
     b1, b2 = crop_pairs(image.shape[1:], n_pairs, augment, seed)
@@ -175,29 +217,10 @@ def render_lambda(image: torch.Tensor, # one uint8 image (3, H, W)
     psi12, psi21 = graded_similarity(o12, lam), graded_similarity(o21, lam)
     a12, a21, p12, p21 = (t.tolist() for t in (o12, o21, psi12, psi21))
     fig, (ax_c, ax_i) = plt.subplots(1, 2, figsize=(10, 4.3), layout="constrained", width_ratios=(1.1, 1))
-    grid = torch.linspace(0, 1, 201)
-    ax_c.plot(grid.tolist(), graded_similarity(grid, lam).tolist(), color="k", lw=1.5, label=f"ψ at λ = {lam:g}")
-    ax_c.plot(grid.tolist(), grid.tolist(), color="grey", lw=0.8, ls=":", label="λ = 1 (ψ = overlap)")
-    for i in range(n_pairs):
-        ax_c.plot([a12[i], a21[i]], [p12[i], p21[i]], "-", color=f"C{i}", lw=0.8, alpha=0.6)
-        ax_c.plot(a12[i], p12[i], "o", color=f"C{i}"); ax_c.plot(a21[i], p21[i], "s", mfc="none", color=f"C{i}")
-    ax_c.set_xlabel(f"{similarity.upper()} (● view 1 → 2, □ view 2 → 1)")
-    ax_c.set_ylabel("ψ")
-    ax_c.set_xlim(0, 1)
-    ax_c.set_ylim(0, 1.05)
-    ax_c.legend(loc="lower right", fontsize=8)
-    img = image.float() / 255 if image.dtype == torch.uint8 else image
-    ax_i.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-    ax_i.set_xticks([])
-    ax_i.set_yticks([])
-    for i in range(n_pairs):
-        for box, ls in ((b1[i], "-"), (b2[i], "--")):
-            t, l, h, w = box.tolist()
-            ax_i.add_patch(Rectangle((l - 0.5, t - 0.5), w, h, fill=False, ec=f"C{i}", lw=2, ls=ls))
-    ax_i.set_title("pairs: view 1 solid, view 2 dashed", fontsize=9)
-    ax_i.set_xlabel(
-        "\n".join(f"pair {i}: {similarity.upper()} {a12[i]:.2f} / {a21[i]:.2f} → ψ {p12[i]:.2f} / {p21[i]:.2f}"
-                  for i in range(n_pairs)), fontsize=8)
+    _plot_psi(ax_c, lam, a12, a21, p12, p21, similarity)
+    name = similarity.upper()
+    _plot_pairs(ax_i, image, b1, b2, "\n".join(
+        f"pair {i}: {name} {a12[i]:.2f} / {a21[i]:.2f} → ψ {p12[i]:.2f} / {p21[i]:.2f}" for i in range(n_pairs)))
     return Rendered(
         fig, {"box1": b1, "box2": b2, "overlap12": o12, "overlap21": o21, "psi12": psi12, "psi21": psi21, "lam": lam})
 
@@ -233,7 +256,23 @@ def alpha_table(models: dict, # {(kind, alpha): trained dae_embed method}
         }
     return table
 
-# %% ../nbs/15_widgets.ipynb #9362b80e
+# %% ../nbs/15_widgets.ipynb #7a0075ed
+def _plot_alpha_curves(axes, table: dict, alpha: float):
+    "Reconstruction error (from zero) and the codes' cosine (on its range) against α, one line per kind."
+    for i, k in enumerate(EMBEDDING_KINDS):
+        alphas = sorted(a for kk, a in table if kk == k)
+        for ax, key in zip(axes, ("reconstruction", "agreement")):
+            ax.plot(alphas, [table[(k, a)][key] for a in alphas], "o-", color=f"C{i}", label=k.upper())
+    for ax, label in zip(axes, ("pixel MSE of reconstructions", "cosine of the views' codes")):
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlabel("α")
+        ax.set_title(label, fontsize=9)
+        ax.axvline(alpha, color="C3", ls="--", lw=1)
+    axes[0].set_ylim(0, 1.15 * max(v["reconstruction"] for v in table.values()))
+    axes[1].set_ylim(min(0.0, min(v["agreement"] for v in table.values())) - 0.05, 1.05)
+    axes[0].legend(fontsize=8)
+
+# %% ../nbs/15_widgets.ipynb #55783137
 def render_alpha(models: dict, images: torch.Tensor, kind: str, alpha: float, augment: str = "white", seed: int = 0,
                  n: int = 6, table: dict | None = None, # `alpha_table(models, images, ...)`, if already computed
                 ) -> Rendered:
@@ -245,25 +284,11 @@ def render_alpha(models: dict, images: torch.Tensor, kind: str, alpha: float, au
     n = min(n, len(images))
     fig = plt.figure(figsize=(12, 3.8), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=(1.4, 1))
-    axes = left.subplots(1, 2)
-    for i, k in enumerate(EMBEDDING_KINDS):
-        alphas = sorted(a for kk, a in table if kk == k)
-        for ax, key in zip(axes, ("reconstruction", "agreement")):
-            ax.plot(alphas, [table[(k, a)][key] for a in alphas], "o-", color=f"C{i}", label=k.upper())
-    for ax, label in zip(axes, ("pixel MSE of reconstructions", "cosine of the views' codes")):
-        ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlabel("α")
-        ax.set_title(label, fontsize=9)
-        ax.axvline(alpha, color="C3", ls="--", lw=1)
-    axes[0].set_ylim(0, 1.15 * max(v["reconstruction"] for v in table.values()))  # error from zero; cosine on its range
-    axes[1].set_ylim(min(0.0, min(v["agreement"] for v in table.values())) - 0.05, 1.05)
-    axes[0].legend(fontsize=8)
+    _plot_alpha_curves(left.subplots(1, 2), table, alpha)
     rec = reconstruct_views(models[(kind, alpha)], images[:n], augment, seed)
     _image_grid(right, {"x": rec["clean"], "x1": rec["views"].x1, "x1'": rec["r1"]}, n)
-    right.suptitle(
-        f"{kind.upper()}, α = {alpha:g}: MSE {table[(kind, alpha)]['reconstruction']:.4f}, cosine "
-        f"{table[(kind, alpha)]['agreement']:.3f}",
-        fontsize=10)
+    right.suptitle(f"{kind.upper()}, α = {alpha:g}: MSE {table[(kind, alpha)]['reconstruction']:.4f}, cosine "
+                   f"{table[(kind, alpha)]['agreement']:.3f}", fontsize=10)
     return Rendered(fig, {"kind": kind, "alpha": alpha, "table": table})
 
 # %% ../nbs/15_widgets.ipynb #092fb6aa
@@ -316,18 +341,14 @@ def inspector(images: torch.Tensor, # uint8 images to choose from
     path = W.Text(value=source if isinstance(source, str) else "", placeholder="runs/quickstart/last.pt",
                   description="checkpoint")
     button = W.Button(description="load", icon="folder-open")
-    controls = {
-        "index": W.IntSlider(0, 0,
-                             len(images) - 1,
-                             description="image"), "seed": W.IntSlider(0, 0, 20, description="views seed"),
-        "augment": W.Dropdown(options=list(PRESETS), value=augment, description="augment")
-    }
+    controls = {"index": W.IntSlider(0, 0, len(images) - 1, description="image"),
+                "seed": W.IntSlider(0, 0, 20, description="views seed"),
+                "augment": W.Dropdown(options=list(PRESETS), value=augment, description="augment")}
     def render(index, seed, augment):
         if state["method"] is None: raise ValueError("no model yet: type a checkpoint path and press load.")
         return render_inspector(state["method"], images, index, augment, seed)
     def load(_=None):
-        try:
-            state["method"] = load_method(path.value)
+        try: state["method"] = load_method(path.value)
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             explorer.error = str(e)
             explorer.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
