@@ -130,6 +130,7 @@ def _evaluate(args) -> int:
     method = load_method(args.checkpoint, resolve_device(args.device))
     data, size = args.data or cfg["data"], cfg.get("image_size", 32)
     xtr, ytr = load_dataset(cfg["dataset"], data, "train", size=size)
+    xtr, ytr = xtr[:args.limit], ytr[:args.limit]
     xte, yte = load_dataset(cfg["dataset"], data, "test", size=size)
     p = PROTOCOLS[args.protocol]
     if args.no_recalibrate: p = dataclasses.replace(p, recalibrate=False)
@@ -140,6 +141,7 @@ def _evaluate(args) -> int:
     result = {
         "checkpoint": str(args.checkpoint), "method": cfg["method"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"],
         "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
+        "train_images": len(xtr), "test_images": len(xte),
         "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
     Path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
     if args.json: print(json.dumps(result)); return 0
@@ -369,6 +371,8 @@ def _add_evaluate(sub):
     ev.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="label fractions (default: 1.0 "
                                                                                     "0.01)")
     ev.add_argument("--seeds", type=_positive, default=3, help="repeats per fraction (default: 3)")
+    ev.add_argument("--limit", type=_positive, default=None,
+                    help="probe on the first N training images (default: all); the test split stays whole")
     ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

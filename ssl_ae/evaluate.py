@@ -311,10 +311,13 @@ def load_method(path: str | Path, device="cpu") -> nn.Module:
     return method.to(device).eval()
 
 def accuracy_curve(checkpoints: list, dataset: str = "toy", data: str = "data", protocol: str | Protocol = "package",
-                   device=None) -> list[tuple[int, float]]:
+                   device=None,
+                   limit: int | None = None, # probe on the first `limit` training images (None: all)
+                  ) -> list[tuple[int, float]]:
     "(epoch, linear-probe accuracy) for each checkpoint, with one protocol throughout."
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     xtr, ytr = load_dataset(dataset, data, "train"); xte, yte = load_dataset(dataset, data, "test")
+    xtr, ytr = xtr[:limit], ytr[:limit]
     return [(load_checkpoint(path)["epoch"], probe_images(load_method(path, device), xtr, ytr, xte, yte,
                                                           protocol=protocol)[1.0][0]) for path in checkpoints]
 

@@ -14,7 +14,7 @@ def ssl_ae(*args, timeout=300):
 
 
 def test_bench_augment_json():
-    run = ssl_ae("bench", "augment", "--json", "--images", "2048")
+    run = ssl_ae("bench", "augment", "--json", "--images", "512", "--batch-size", "256")  # the plumbing; chapter 16 measures
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)  # exactly one JSON object on stdout
     assert {"ours_views_per_s", "torchvision_views_per_s", "speedup"} <= set(result)
@@ -79,7 +79,7 @@ def test_pretrain_help_explains_every_flag():
 
 
 def test_bench_profile_json():
-    run = ssl_ae("bench", "profile", "--json", "--steps", "3")  # medians of 3: one timed step alone was noisy enough on a busy 2-core machine to fail the check below
+    run = ssl_ae("bench", "profile", "--json", "--steps", "3", "--batch-size", "32")  # medians of 3: one timed step alone was noisy enough on a busy 2-core machine to fail the check below
     assert run.returncode == 0, run.stderr
     r = json.loads(run.stdout)
     phases = sum(r[f"{k}_s"] for k in ("augment", "forward", "backward", "optimizer"))

@@ -97,7 +97,8 @@ def test_compile_matches_eager(tmp_path, method):
 
 def test_a_non_finite_fp16_step_is_skipped_not_fatal(tmp_path):
     "An overflowing float16 step leaves the weights alone and halves the scale; the run goes on and counts it."
-    trainer = Trainer(config("sidae", tmp_path, amp="fp16", epochs=2, limit=64, log_every=1), progress=False)
+    # batches of 4 (three steps an epoch): float16 convolutions on a CPU are ~25x slower than float32
+    trainer = Trainer(config("sidae", tmp_path, amp="fp16", epochs=2, limit=12, batch_size=4, log_every=1), progress=False)
     forward, calls = trainer.model.forward, []
     def overflow_once(*args, **kwargs):
         out = forward(*args, **kwargs)
@@ -112,7 +113,7 @@ def test_a_non_finite_fp16_step_is_skipped_not_fatal(tmp_path):
 
 
 def test_fp16_that_never_recovers_stops_with_a_message(tmp_path):
-    trainer = Trainer(config("sidae", tmp_path, amp="fp16", log_every=2), progress=False)
+    trainer = Trainer(config("sidae", tmp_path, amp="fp16", batch_size=4, log_every=2), progress=False)
     forward = trainer.model.forward
     trainer.model.forward = lambda *a, **k: (lambda o: o._replace(loss=o.loss * float("nan")))(forward(*a, **k))
     with pytest.raises(NonFiniteLossError, match="more than fp16's grad scaler can skip"):
@@ -129,7 +130,7 @@ def test_unknown_device_is_one_clear_line(tmp_path):
 def test_a_step_the_fp16_scaler_skips_advances_the_schedule_without_torch_s_warning(tmp_path):
     "fp16 with a scale so large that the first steps overflow: each is skipped, the schedule still moves one step per step, and torch's 'lr_scheduler.step() before optimizer.step()' warning is not printed."
     import warnings
-    t = Trainer(config("sidae", tmp_path, amp="fp16", schedule="cosine", epochs=2), progress=False)
+    t = Trainer(config("sidae", tmp_path, amp="fp16", schedule="cosine", epochs=2, batch_size=4), progress=False)
     t.scaler = torch.amp.GradScaler(t.device.type, init_scale=2.0 ** 40)
     xb, _ = next(iter(t.loader))
     with warnings.catch_warnings(record=True) as caught:
