@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['config_from_args', 'parser', 'main']
+__all__ = ['RUN_FILES', 'default_out', 'config_from_args', 'resolve_settings', 'parser', 'main']
 
 # %% ../nbs/17_cli.ipynb #8fabe959
 def __getattr__(name):
@@ -43,29 +43,100 @@ _OPTION_FLAGS = {  # flag -> (method option, type, help)
 }
 
 # %% ../nbs/17_cli.ipynb #48bb5473
+def _dataset_of(args) -> tuple[str, str]:
+    "The data set and folder the flags name: --dataset, else a --data folder that holds images, else the toy data."
+    if args.dataset: return args.dataset, args.data or "data"
+    if args.data is None: return "toy", "data"
+    from ssl_ae.data import DATASETS, count_images
+    try: count_images(args.data)
+    except (ValueError, FileNotFoundError):
+        raise ValueError(f"--data {args.data} holds no images; name its data set: --dataset folder for a folder of "
+                         f"your images, or one of {', '.join(k for k in DATASETS if k != 'folder')}.") from None
+    return "folder", args.data
+
+def default_out(method: str, dataset: str) -> str:
+    "Where a run goes without --out: runs/quickstart for the quick start (SidAE on toy), else runs/METHOD_DATASET."
+    return "runs/quickstart" if (method, dataset) == ("sidae", "toy") else f"runs/{method}_{dataset}"
+
 def config_from_args(args):
     "The `train.Config` that `ssl_ae pretrain` flags describe."
     from ssl_ae.train import Config
-    fields = dict(method=args.method or "sidae", dataset=args.dataset, data=args.data, download=args.download,
+    dataset, data = _dataset_of(args)
+    method = args.method or "sidae"
+    fields = dict(method=method, dataset=dataset, data=data, download=args.download,
                   seed=args.seed, device=args.device,
                   amp=False if args.no_amp else {"auto": True, "off": False}.get(args.amp, args.amp),
                   compile=args.compile, checkpoint_every=args.checkpoint_every,
-                  checkpoint_minutes=args.checkpoint_minutes, keep_every=args.keep_every, out=args.out,
+                  checkpoint_minutes=args.checkpoint_minutes, keep_every=args.keep_every,
+                  out=args.out or default_out(method, dataset),
                   limit=args.limit, paper=args.paper, image_size=args.image_size)
     for name in ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs",
                  "augment"):
         if getattr(args, name) is not None: fields[name] = getattr(args, name)
     options = {k: getattr(args, k) for k in _OPTION_FLAGS if getattr(args, k) is not None}
-    if args.dataset == "toy":  # unset flags take chapter 12's quick recipe (every toy image: `limit` is the flag's)
+    if dataset == "toy":  # unset flags take chapter 12's quick recipe (every toy image: `limit` is the flag's)
         from ssl_ae.recipes import QUICK_OPTIONS, QUICK_RECIPE
         for k, v in QUICK_RECIPE.items():
             if k not in fields: fields[k] = v
         options = {**QUICK_OPTIONS.get(fields["method"], {}), **options}
-    fields["knn_every"] = args.knn_every if args.knn_every is not None else (5 if args.dataset == "toy" else 10)
+    fields["knn_every"] = args.knn_every if args.knn_every is not None else (5 if dataset == "toy" else 10)
     return Config(**fields, options=options)
 
+# %% ../nbs/17_cli.ipynb #6add3575
+_RECIPE_FIELDS = ("backbone", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs",
+                  "augment")
+
+def resolve_settings(args) -> tuple:
+    """The resolved `Config` that `ssl_ae pretrain` flags describe, fitted to a folder's size, and {setting: where its
+    value came from}."""
+    from ssl_ae.data import count_images
+    from ssl_ae.devices import resolve_device
+    from ssl_ae.papers import HOME
+    from ssl_ae.recipes import QUICK_OPTIONS, QUICK_RECIPE, fit_to_data
+    c = config_from_args(args).resolved()
+    flagged = {k for k in (*_RECIPE_FIELDS, *_OPTION_FLAGS) if getattr(args, k) is not None}
+    quick = {**QUICK_RECIPE, **QUICK_OPTIONS.get(c.method, {})} if c.dataset == "toy" else {}
+    preset = f"the {c.paper or HOME[c.method]} paper's preset"
+    sources = {k: "flag" if k in flagged else "quick recipe" if k in quick else preset
+               for k in (*_RECIPE_FIELDS, *c.options)}
+    if c.dataset == "folder":
+        n = count_images(c.data, c.split)
+        c, why = fit_to_data(c, min(n, c.limit or n), resolve_device(c.device).type, keep=flagged)
+        sources.update({k: f"data-size rule: {w}" for k, w in why.items()})
+    return c, sources
+
+# %% ../nbs/17_cli.ipynb #a7ae2cca
+def _print_settings(c, sources: dict):
+    import torch
+    from ssl_ae.devices import resolve_device
+    data = f" in {c.data}" if c.dataset == "folder" else ""
+    print(f"{c.method} on {c.dataset}{data} at {c.image_size} px, on {resolve_device(c.device)} "
+          f"({torch.get_num_threads()} threads), into {c.out}:")
+    for k, source in sources.items():
+        value = c.options[k] if k in c.options else getattr(c, k)
+        print(f"  {k:<18}{value!s:<20}{source}")
+
+# %% ../nbs/17_cli.ipynb #1cb2bac8
+RUN_FILES = ("last.pt", "history.csv", "summary.json", "loss_curve.png", "reconstructions.png", "evaluation.json")
+
+def _check_out(out: str | Path, overwrite: bool = False):
+    "Refuse, in one line, an output folder that is a file, holds a run (unless `overwrite`), or cannot be written."
+    import os, shutil
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pass a folder for the run's files.")
+    held = [p for p in (*(out / f for f in RUN_FILES), *out.glob("epoch_*.pt")) if p.exists()] if out.is_dir() else []
+    if held and not overwrite:
+        raise ValueError(f"{out} already holds a run ({', '.join(p.name for p in held[:3])}); continue it with --resume "
+                         f"{out}, write a new one elsewhere with --out, or replace it with --overwrite.")
+    for p in held: p.unlink()
+    if overwrite and (out / "tensorboard").is_dir(): shutil.rmtree(out / "tensorboard")
+    parent = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+        raise ValueError(f"cannot write the run to {out}: {parent} is not a writable folder; pass another --out.")
+
 # %% ../nbs/17_cli.ipynb #51a50ba7
-def _print_summary(s: dict, out: Path):
+def _print_summary(s: dict):
     "The run in one line, the probe's two accuracies (or why there is no probe), and the files written."
     print()
     print(f"{s['method']} on {s['dataset']}, backbone {s['backbone']}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)} "
@@ -79,34 +150,40 @@ def _print_summary(s: dict, out: Path):
         print(f"  {'encoder':<28}{'test accuracy':>14}")
         print(f"  {'pretrained':<28}{s['probe_accuracy']:>14.1%}")
         print(f"  {'same network, random init':<28}{s['random_init_probe_accuracy']:>14.1%}")
-    print(f"files in {out}: last.pt history.csv summary.json loss_curve.png" +
-          (" reconstructions.png" if (Path(out) / "reconstructions.png").exists() else ""))
+    print(f"files in {s['out']}: {' '.join(s.get('files', []))}")
 
 # %% ../nbs/17_cli.ipynb #c55c6adc
 def _pretrain(args) -> int:
+    import torch
     from ssl_ae.evaluate import pretrain_and_evaluate
-    cfg = config_from_args(args)
-    resume = None
-    if args.resume is not None: resume = args.resume or str(Path(args.out) / "last.pt")
-    overrides = {"epochs": args.epochs} if resume and args.epochs else {}
-    if resume:
-        from ssl_ae.train import load_checkpoint
-        load_checkpoint(resume, method=args.method)  # fail fast, with the reason; refuse another method's checkpoint
-    s = pretrain_and_evaluate(cfg.resolved(), resume=resume, protocol=args.protocol,
-                              recalibrate=False if args.no_recalibrate else None, progress=not args.quiet, **overrides)
-    _print_summary(s, cfg.out)
+    from ssl_ae.train import checkpoint_path, load_checkpoint
+    if args.threads: torch.set_num_threads(args.threads)
+    run = dict(protocol=args.protocol, recalibrate=False if args.no_recalibrate else None, progress=not args.quiet,
+               tensorboard=args.tensorboard)
+    if args.resume is not None:  # the run in a folder (or its checkpoint), checked before anything trains
+        resume = checkpoint_path(args.resume or args.out or default_out(args.method or "sidae", _dataset_of(args)[0]))
+        ckpt = load_checkpoint(resume, method=args.method)  # the reason if unreadable; refuses another method's
+        if not args.quiet: print(f"resuming {resume}: {ckpt['config']['method']} on {ckpt['config']['dataset']}, "
+                                 f"epoch {ckpt['epoch']} of {args.epochs or ckpt['config']['epochs']}")
+        s = pretrain_and_evaluate(None, resume=resume, **run, **({"epochs": args.epochs} if args.epochs else {}))
+    else:
+        cfg, sources = resolve_settings(args)
+        _check_out(cfg.out, args.overwrite)
+        if not args.quiet: _print_settings(cfg, sources)
+        s = pretrain_and_evaluate(cfg, sources=sources, **run)
+    _print_summary(s)
     return 0
 
 # %% ../nbs/17_cli.ipynb #0d1a5e37
 def _export(args) -> int:
     from ssl_ae.evaluate import export_backbone
     info = export_backbone(args.checkpoint, args.out)
-    print(
-        f"wrote {args.out}: {info['architecture']} encoder ({info['out_dim']}-d features, {info['image_size']} px "
-        "input), "
-        f"{sum(v.numel() for v in info['state_dict'].values()):,} numbers; load it with torch.load({str(args.out)!r}, "
-        "weights_only=True), "
-        f"then {info['build']}")
+    numbers = sum(v.numel() for v in info["state_dict"].values())
+    print(f"wrote {info['path']} ({info['architecture']} encoder, {numbers:,} numbers, {info['out_dim']}-d features) "
+          f"and {info['json']} (its input: {info['image_size']} px, RGB in [0, 1], mean and std; and how to rebuild "
+          f"it). Load it without ssl_ae:\n  info = json.load(open({info['json']!r})); exec(info['build'])  # defines m\n"
+          f"  m.load_state_dict(torch.load({info['path']!r}, weights_only=True))\n"
+          "  features = m((x - torch.tensor(info['mean']).view(3, 1, 1)) / torch.tensor(info['std']).view(3, 1, 1))")
     return 0
 
 # %% ../nbs/17_cli.ipynb #d63360f7
@@ -115,16 +192,18 @@ def _print_evaluation(result: dict, table: dict, seeds: int):
     print(f"{result['method']} on {result['dataset']}, epoch {result['epoch']}: "
           f"kNN accuracy {result['knn_accuracy']:.1%}")
     print(f"  {'labels':<10}{'linear probe':>14}{'s.e.':>8}   ({seeds} seeds, {result['protocol']} protocol)")
-    for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}{se:>8.1%}")
+    for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}" + (f"{se:>8.1%}" if se == se else f"{'–':>8}"))
 
 # %% ../nbs/17_cli.ipynb #5334418b
 def _evaluate(args) -> int:
     import dataclasses
+    import torch
     from ssl_ae.data import load_dataset
     from ssl_ae.devices import resolve_device
     from ssl_ae.evaluate import PROTOCOLS, encoder_features, load_method, probe_images, probe_table
     from ssl_ae.features import knn_accuracy
-    from ssl_ae.train import load_checkpoint
+    from ssl_ae.train import checkpoint_path, load_checkpoint
+    if args.threads: torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
     method = load_method(args.checkpoint, resolve_device(args.device))
@@ -143,7 +222,7 @@ def _evaluate(args) -> int:
         "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
         "train_images": len(xtr), "test_images": len(xte),
         "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
-    Path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
+    checkpoint_path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
     if args.json: print(json.dumps(result)); return 0
     _print_evaluation(result, table, args.seeds)
     return 0
@@ -272,7 +351,12 @@ def _add_pretrain(sub):
         "the same backbone at random initialisation. With no arguments: SidAE on the built-in toy data (the quick "
         "start, a few minutes on a CPU). Writes last.pt, history.csv, summary.json, loss_curve.png and "
         "reconstructions.png into --out. Unset flags take the paper's value for the method (the quick-start "
-        "recipe on the toy data).")
+        "recipe on the toy data); on a folder of your images, a rule fits the batch, the network and the length to "
+        "their number and the device. The run starts by printing every setting and where it came from.",
+        epilog="Each epoch prints one line: loss (what the method minimises) and its parts (e.g. simsiam, dae, "
+        "embed, kl), lr (the learning rate at the epoch's end), spread (how spread out the embeddings are: 1 spread, "
+        "near 0 collapsed), seconds, images_per_s and, every --knn-every epochs, knn (kNN accuracy on the test "
+        "split). history.csv holds the same rows.")
     for add in (_data_flags, _recipe_flags, _run_flags, _probe_flags): add(pre)
     pre.set_defaults(run=_pretrain)
 
@@ -283,11 +367,11 @@ def _data_flags(pre):
     from ssl_ae.methods import METHODS
     pre.add_argument("--method", choices=list(METHODS), metavar="NAME",
                      help=f"one of {', '.join(METHODS)} (default: sidae; with --resume: the checkpoint's)")
-    pre.add_argument("--dataset", default="toy", choices=list(DATASETS), metavar="NAME",
-                     help=f"one of {', '.join(DATASETS)} (default: toy, built in); folder: your images in --data "
-                          "(class subfolders or flat)")
-    pre.add_argument("--data", default="data", help="folder holding the torchvision data sets, or your images with "
-                                                    "--dataset folder (default: data)")
+    pre.add_argument("--dataset", default=None, choices=list(DATASETS), metavar="NAME",
+                     help=f"one of {', '.join(DATASETS)} (default: folder when --data holds images, else toy, built "
+                          "in); folder: your images in --data (class subfolders or flat)")
+    pre.add_argument("--data", default=None, help="your images (a folder: class subfolders or flat), or the folder "
+                                                  "holding torchvision's data sets (default: data)")
     pre.add_argument("--image-size", type=int, choices=list(IMAGE_SIZES), default=32, metavar="PX",
                      help=f"side of the images in pixels, one of {', '.join(map(str, IMAGE_SIZES))}: every data set "
                           "is resized to it (default: 32)")
@@ -300,17 +384,22 @@ def _recipe_flags(pre):
     from ssl_ae.augment import PRESETS
     from ssl_ae.methods import BACKBONES
     from ssl_ae.papers import PAPERS
-    pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME", help=f"one of {', '.join(BACKBONES)}")
-    pre.add_argument("--epochs", type=_positive, help="pretraining epochs")
-    pre.add_argument("--batch-size", type=_positive, help="global batch size (split over GPUs under torchrun)")
-    pre.add_argument("--optimizer", choices=["sgd", "adam"], help="sgd (momentum 0.9) or adam")
-    pre.add_argument("--lr", type=float, help="base learning rate")
-    pre.add_argument("--weight-decay", type=float, help="weight decay")
+    rule = "; a folder on a CPU: fitted to its size"
+    pre.add_argument("--backbone", choices=list(BACKBONES), metavar="NAME",
+                     help=f"one of {', '.join(BACKBONES)} (default: the paper's; toy: small{rule}: small)")
+    pre.add_argument("--epochs", type=_positive,
+                     help=f"pretraining epochs (default: the paper's, e.g. 200 for SidAE; toy: 8{rule})")
+    pre.add_argument("--batch-size", type=_positive, help="global batch size, split over GPUs under torchrun "
+                     "(default: the paper's, e.g. 512 for SidAE; toy: 64; a folder: at most half its images)")
+    pre.add_argument("--optimizer", choices=["sgd", "adam"],
+                     help="sgd (momentum 0.9) or adam (default: the paper's; toy: adam)")
+    pre.add_argument("--lr", type=float, help="base learning rate (default: the paper's; toy: 0.001)")
+    pre.add_argument("--weight-decay", type=float, help="weight decay (default: the paper's; toy: 0)")
     pre.add_argument("--schedule", choices=["cosine", "warmup_constant", "warmup_cosine", "constant"],
-                     help="learning-rate schedule")
-    pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs")
+                     help="learning-rate schedule (default: the paper's; toy: constant)")
+    pre.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default: the paper's; toy: 0)")
     pre.add_argument("--augment", choices=list(PRESETS), metavar="PRESET",
-                     help=f"augmentation preset: {', '.join(PRESETS)}")
+                     help=f"augmentation preset: {', '.join(PRESETS)} (default: the paper's; toy: toy)")
     pre.add_argument("--paper", choices=list(PAPERS), help="whose settings fill the unset flags (default: the "
                      "method's own paper; e.g. --method simsiam --paper gs)")
     for flag, (typ, text) in _OPTION_FLAGS.items(): pre.add_argument(f"--{flag}", type=typ, help=text)
@@ -340,9 +429,18 @@ def _run_flags(pre):
                           "that step")
     pre.add_argument("--keep-every", type=int, default=0,
                      help="also keep epoch_NNN.pt every N epochs (default: 0, off)")
-    pre.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    pre.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                     help="continue from CHECKPOINT (default: OUT/last.pt); --epochs extends the run")
+    pre.add_argument("--out", default=None, help="the run's folder (default: runs/quickstart for the quick start, "
+                                                 "else runs/METHOD_DATASET); a folder that holds a run is refused")
+    pre.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoints, history, "
+                                                              "summary and figures) instead of refusing")
+    pre.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                     help="continue the run in RUN, a run folder or its last.pt (default: --out's); --epochs "
+                          "extends it")
+    pre.add_argument("--threads", type=_positive, default=None,
+                     help="CPU threads for torch (default: torch's, one per core; lower it beside other jobs)")
+    pre.add_argument("--tensorboard", action="store_true",
+                     help="also write each epoch's row of history.csv as TensorBoard scalars in OUT/tensorboard "
+                          "(needs pip install tensorboard)")
 
 # %% ../nbs/17_cli.ipynb #75fe2722
 def _probe_flags(pre):
@@ -353,7 +451,8 @@ def _probe_flags(pre):
                           "re-estimated), or a paper's (default: package)")
     pre.add_argument("--no-recalibrate", action="store_true",
                      help="probe without re-estimating BatchNorm statistics on clean images")
-    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.add_argument("--quiet", action="store_true",
+                     help="print only the summary: no settings, progress or per-epoch lines")
 
 # %% ../nbs/17_cli.ipynb #02f3d6c7
 def _add_evaluate(sub):
@@ -364,7 +463,7 @@ def _add_evaluate(sub):
         description="Evaluate a checkpoint's backbone on its data set: linear probes (label fractions × seeds, "
                     "mean and "
         "standard error) and kNN accuracy. Writes evaluation.json next to the checkpoint.")
-    ev.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
+    ev.add_argument("checkpoint", help="a run folder, or a last.pt or epoch_NNN.pt in one")
     ev.add_argument("--data", default=None, help="folder holding the data set (default: the one the run used)")
     ev.add_argument("--protocol", default="package", choices=list(PROTOCOLS),
                     help="linear-probe protocol (default: package)")
@@ -375,6 +474,7 @@ def _add_evaluate(sub):
                     help="probe on the first N training images (default: all); the test split stays whole")
     ev.add_argument("--no-recalibrate", action="store_true", help="no BatchNorm recalibration on clean images")
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
+    ev.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch (default: one per core)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.set_defaults(run=_evaluate)
 
@@ -384,12 +484,12 @@ def _add_export(sub):
     "The `export` command: a checkpoint's encoder as a plain state dict."
     exp = sub.add_parser(
         "export", help="write a checkpoint's encoder as a plain PyTorch state dict, loadable without ssl_ae",
-        description="Write the encoder of a checkpoint as a plain state dict: torchvision's ResNet-18 (with the run's "
-                    "stem), "
-        "White's network or the small network, with the input normalisation, the image size and the code that "
-        "rebuilds the network recorded next to the weights. Load it with torch.load(OUT, weights_only=True).")
-    exp.add_argument("checkpoint", help="a last.pt or epoch_NNN.pt written by ssl_ae pretrain")
-    exp.add_argument("out", help="the file to write, e.g. encoder.pt")
+        description="Write the encoder of a checkpoint as a plain state dict (torchvision's ResNet-18 with the run's "
+        "stem, White's network or the small network) and, beside it as JSON, the input normalisation, the image size "
+        "and the line of code that rebuilds the network: m.load_state_dict(torch.load(OUT, weights_only=True)).")
+    exp.add_argument("checkpoint", help="a run folder, or a last.pt or epoch_NNN.pt in one")
+    exp.add_argument("out", help="the weights file to write, e.g. encoder.pt (its .json beside it), or a folder to "
+                                 "write encoder.pt and encoder.json into")
     exp.set_defaults(run=_export)
 
 

@@ -399,14 +399,19 @@ def _labelled_splits(trainer: Trainer):
     return (train[0][labelled], train[1][labelled]), test
 
 # %% ../nbs/13_evaluate.ipynb #8dd18a23
-def _probe_against_random_init(trainer: Trainer, splits, p: Protocol) -> dict:
+def _probe_against_random_init(trainer: Trainer, splits, p: Protocol, progress: bool = False) -> dict:
     """Linear-probe accuracy of the trained encoder and of the same network at random initialisation, where the data
     have labels and a test split (`splits`; {"pretrained": None, "random_init": None} where they do not)."""
     if not splits: return {"pretrained": None, "random_init": None}
     (xtr, ytr), (xte, yte) = splits
     baseline = random_init(trainer.config, trainer.images, trainer.labels).to(trainer.device)
-    return {name: probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0]
-            for name, m in (("pretrained", trainer.method), ("random_init", baseline))}
+    accuracy = {}
+    for name, m in (("pretrained", trainer.method), ("random_init", baseline)):
+        if progress:
+            which = "pretrained encoder" if name == "pretrained" else "same network at random initialisation"
+            print(f"linear probe of the {which}: {len(xtr):,} training and {len(xte):,} test images, {p.epochs} epochs")
+        accuracy[name] = probe_images(m, xtr, ytr, xte, yte, protocol=p)[1.0][0]
+    return accuracy
 
 # %% ../nbs/13_evaluate.ipynb #8b9d1dcc
 def _write_run_files(trainer: Trainer, summary: dict, splits):
@@ -414,30 +419,34 @@ def _write_run_files(trainer: Trainer, summary: dict, splits):
     import matplotlib.pyplot as plt
     cfg, out = trainer.config, trainer.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_history(trainer.history, f"{cfg.method} on {cfg.dataset}").savefig(out / "loss_curve.png", dpi=100)
     plt.close("all")
     images = splits[1][0] if splits else trainer.images
     fig = plot_reconstructions(trainer.method, images, cfg.augment,
                                title=f"{cfg.method}: reconstructions of {'test' if splits else 'training'} images")
     if fig is not None: fig.savefig(out / "reconstructions.png", dpi=100); plt.close("all")
+    summary["files"] = sorted({p.name for p in out.iterdir() if p.is_file()} | {"summary.json"})
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 # %% ../nbs/13_evaluate.ipynb #8755bd59
 def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, protocol: str | Protocol = "package",
                           recalibrate: bool | None = None, # BatchNorm recalibration (None: the protocol's)
-                          progress: bool = True, **resume_overrides) -> dict:
+                          progress: bool = True,
+                          sources: dict | None = None, # {setting: where its value came from}, kept in the summary
+                          tensorboard: bool = False, # also TensorBoard scalars (chapter 11)
+                          **resume_overrides) -> dict:
     """Pretrain (or resume), then linear-probe the backbone against its random initialisation (where the data have a
     labelled test split); write the run's files; return the summary."""
     start = time.time()
-    trainer = (Trainer.resume(resume, progress=progress, **resume_overrides) if resume
-               else Trainer(config, progress=progress))
+    trainer = (Trainer.resume(resume, progress=progress, tensorboard=tensorboard, **resume_overrides) if resume
+               else Trainer(config, progress=progress, tensorboard=tensorboard))
     cfg = trainer.config
     trainer.fit()
     train_seconds = time.time() - start
     p = as_protocol(protocol)
     if recalibrate is not None: p = dataclasses.replace(p, recalibrate=recalibrate)
     splits = _labelled_splits(trainer)
-    accuracy = _probe_against_random_init(trainer, splits, p)
+    accuracy = _probe_against_random_init(trainer, splits, p, progress)
     knn = next((r["knn"] for r in reversed(trainer.history) if r.get("knn") is not None), None)
     summary = {
         "method": cfg.method, "dataset": cfg.dataset, "backbone": cfg.backbone, "options": cfg.options,
@@ -445,7 +454,8 @@ def pretrain_and_evaluate(config: Config, resume: str | Path | None = None, prot
         "probe_accuracy": accuracy["pretrained"], "random_init_probe_accuracy": accuracy["random_init"],
         "probe_protocol": protocol if isinstance(protocol, str) else dataclasses.asdict(p),
         "bn_recalibrated": p.recalibrate, "knn_accuracy": knn, "train_seconds": train_seconds,
-        "seconds": time.time() - start}
+        "seconds": time.time() - start, "out": str(trainer.out), "config": dataclasses.asdict(cfg),
+        "sources": sources or {}}
     if trainer.rank == 0: _write_run_files(trainer, summary, splits)
     return summary
 
@@ -456,23 +466,26 @@ _BUILD = {  # the code that rebuilds each backbone with torch and torchvision al
     "resnet18_imagenet": "m = torchvision.models.resnet18(); m.fc = torch.nn.Identity()",
 }
 
-def export_backbone(checkpoint: str | Path, # a last.pt or epoch_NNN.pt
-                    out: str | Path, # the file to write
+def export_backbone(checkpoint: str | Path, # a last.pt or epoch_NNN.pt, or a run folder
+                    out: str | Path, # the weights file to write (e.g. encoder.pt), or a folder to write encoder.pt into
                    ) -> dict:
-    """Write a checkpoint's encoder as a plain state dict with its input normalisation and rebuild code (loadable with
-    torch and torchvision alone); return what was written."""
+    """Write a checkpoint's encoder as a plain state dict (`out`, loadable with `load_state_dict`) and, beside it as
+    JSON (`out` with `.json`), its input normalisation, image size and the line of torch/torchvision code that rebuilds
+    it; return the JSON's contents with the paths written and the state dict."""
     ckpt = load_checkpoint(checkpoint)
     method, cfg = load_method(checkpoint), Config(**ckpt["config"])
+    out = Path(out) / "encoder.pt" if Path(out).is_dir() else Path(out)
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write {out}: {out.parent} is not a folder; create it or pass another path.")
     name = method.backbone_name
     # White's and the small network are plain stacks of torch layers, whose reprs are the code that builds them
     build = _BUILD.get(name) or "m = torch.nn.Sequential(" + ", ".join(f"torch.nn.{layer!r}"
                                                                        for layer in method.backbone) + ")"
-    info = {
-        "format": "ssl_ae.backbone/1", "architecture": name, "build": build,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()},
-        "mean": method.normalize.mean.flatten().tolist(), "std": method.normalize.std.flatten().tolist(),
-        "image_size": cfg.image_size, "out_dim": method.backbone.out_dim, "method": cfg.method, "epoch": ckpt["epoch"]
-    }
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(info, Path(out))
-    return info
+    info = {"format": "ssl_ae.backbone/2", "weights": out.name, "architecture": name, "build": build,
+            "mean": method.normalize.mean.flatten().tolist(), "std": method.normalize.std.flatten().tolist(),
+            "image_size": cfg.image_size, "out_dim": method.backbone.out_dim, "method": cfg.method,
+            "epoch": ckpt["epoch"]}
+    state = {k: v.detach().cpu().clone() for k, v in method.backbone.state_dict().items()}
+    save_atomic(state, out)
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    return {**info, "path": str(out), "json": str(out.with_suffix(".json")), "state_dict": state}

@@ -19,10 +19,10 @@ from .papers import HOME, PAPERS
 from .train import METHOD_OPTIONS, Config, method_of
 
 # %% auto #0
-__all__ = ['SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'SMOKE', 'H200_STEPS', 'GPUS', 'TRAIN_IMAGES', 'TEST_IMAGES',
-           'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config', 'cpu_config', 'paper_config', 'colab_config',
-           'scale_config', 'step_cost', 'step_seconds', 'counted_cost', 'fit_step_model', 'estimate_cost', 'duration',
-           'cost_line']
+__all__ = ['SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'SMOKE', 'CPU_IMAGE_BUDGET', 'MAX_CHECKPOINTS', 'H200_STEPS',
+           'GPUS', 'TRAIN_IMAGES', 'TEST_IMAGES', 'in_colab', 'tutorial_scale', 'runs_folder', 'quick_config',
+           'cpu_config', 'paper_config', 'colab_config', 'scale_config', 'fit_to_data', 'step_cost', 'step_seconds',
+           'counted_cost', 'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
 
 # %% ../nbs/12_recipes.ipynb #f103a68e
 SCALES = ("smoke", "cpu", "colab", "paper")
@@ -122,6 +122,39 @@ def scale_config(scale: str, # one of `SCALES`
     if scale == "cpu": return cpu_config(method, **settings)
     if scale == "smoke": return quick_config(method, **{**SMOKE, **(smoke or {}), **settings})
     raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}.")
+
+# %% ../nbs/12_recipes.ipynb #df1df27b
+CPU_IMAGE_BUDGET = 50_000  # images of 32 px one CPU run sees in all (the quick start's 80,000: 3-4 minutes on 2 cores)
+MAX_CHECKPOINTS = 20  # last.pt rewritten at most this often in a run of short epochs (each write is the whole state)
+
+def fit_to_data(config: Config, # a resolved Config
+                n_images: int, # training images the run will see
+                device: str = "cpu", # the type of device it trains on
+                keep=frozenset(), # fields the user set: the rule leaves them alone
+               ) -> tuple[Config, dict]:
+    "`config` fitted to `n_images` images on `device`, and {field: why} for every setting the rule changed."
+    if n_images < 4: raise ValueError(f"{n_images} images are too few to train on; use at least 4 (better hundreds).")
+    c, why = config, {}
+    if "batch_size" not in keep and c.batch_size > n_images // 2:
+        why["batch_size"] = f"{n_images} images; the preset's {c.batch_size} leaves no two full batches"
+        c = dataclasses.replace(c, batch_size=2 ** int(math.log2(n_images // 2)))
+    if device == "cpu" and "backbone" not in keep and c.backbone.startswith("resnet"):
+        why["backbone"] = f"a CPU; the preset's is --backbone {c.backbone}"
+        heads = {k: v for k, v in QUICK_OPTIONS.get(c.method, {}).items() if k not in keep and c.options.get(k) != v}
+        why.update({k: f"the small network's heads; the preset's {k} is {c.options.get(k)}" for k in heads})
+        c = dataclasses.replace(c, backbone="small", options={**c.options, **heads})
+    most = max(1, int(CPU_IMAGE_BUDGET / (n_images * (c.image_size / 32) ** 2)))
+    if device == "cpu" and "epochs" not in keep and c.epochs > most:
+        why["epochs"] = f"a CPU: about {CPU_IMAGE_BUDGET:,} images of 32 px in all; the preset's is --epochs {c.epochs}"
+        c = dataclasses.replace(c, epochs=most)
+    if c.warmup_epochs and c.warmup_epochs >= c.epochs and "warmup_epochs" not in keep:
+        why["warmup_epochs"] = f"a warm-up of {c.warmup_epochs} epochs would outlast a run of {c.epochs}"
+        c = dataclasses.replace(c, warmup_epochs=0)
+    if c.checkpoint_every == 1 and c.epochs > MAX_CHECKPOINTS and "checkpoint_every" not in keep:
+        every = math.ceil(c.epochs / MAX_CHECKPOINTS)
+        why["checkpoint_every"] = f"short epochs: last.pt every {every} epochs, {MAX_CHECKPOINTS} times in the run"
+        c = dataclasses.replace(c, checkpoint_every=every)
+    return c, why
 
 # %% ../nbs/12_recipes.ipynb #c9b99855
 H200_STEPS = (  # (method, data set, images/s): the paper's preset, real Trainer, one H200, torch 2.11, bf16, issue 19

@@ -35,7 +35,7 @@ from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'RUN_SETTINGS', 'lr_factor', 'Config', 'method_of', 'CheckpointError', 'save_atomic',
-           'load_checkpoint', 'NonFiniteLossError', 'Trainer', 'plot_history', 'train_or_resume']
+           'checkpoint_path', 'load_checkpoint', 'NonFiniteLossError', 'Trainer', 'plot_history', 'train_or_resume']
 
 # %% ../nbs/11_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -166,13 +166,21 @@ def save_atomic(obj, path: str | Path):
         if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/11_train.ipynb #9cc2c8b4
-def load_checkpoint(path: str | Path, method: str | None = None) -> dict:
+def checkpoint_path(path: str | Path) -> Path:
+    "The checkpoint a path names: the file itself, or a run folder's `last.pt`."
+    path = Path(path)
+    return path / "last.pt" if path.is_dir() else path
+
+def load_checkpoint(path: str | Path, # a checkpoint file, or a run folder (its last.pt)
+                    method: str | None = None) -> dict:
     """Read an ssl_ae checkpoint onto the CPU; raise `CheckpointError` with the reason if it is unreadable or of another
     method."""
-    path = Path(path)
+    path = checkpoint_path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint at {path}; train first (ssl_ae pretrain --out {path.parent}) or give the right path.")
+        run = path.parent if path.suffix == ".pt" else path
+        inside = f" ({run} holds no last.pt)" if path.name == "last.pt" and run.is_dir() else ""
+        raise CheckpointError(f"no checkpoint at {path}{inside}; train one first (ssl_ae pretrain --out {run}) "
+                              "or give the right path.")
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
@@ -260,19 +268,20 @@ class Trainer:
     def __init__(self, config: Config, progress: bool = True,
                  images=None, # images in memory instead of `config.dataset`: uint8 (N, C, H, W), or (images, labels)
                  test=None, # with `images`: (images, labels) of a test split for the kNN monitor
+                 tensorboard: bool = False, # also write each epoch's row as TensorBoard scalars in out/tensorboard
                 ):
         self.config = cfg = config.resolved()
         self.rank, self.world, local_rank = distributed_context()
         self.device = resolve_device(cfg.device, local_rank)
-        self.progress = progress and self.rank == 0
+        self.progress, self.out = progress and self.rank == 0, Path(cfg.out)
+        self.tensorboard = _tensorboard(self.out) if tensorboard and self.rank == 0 else None  # fails before any work
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {self.world} processes.")
         self._build_data(images, test)
         self._build_model()
         self._build_optimisation()
         self.epoch, self.history, self.partial = 0, [], None  # partial: an unfinished epoch
-        self._interrupted, self._last_save = threading.Event(), time.time()
-        self.out = Path(cfg.out)
+        self._interrupted, self._last_save, self._estimated = threading.Event(), time.time(), False
 
 # %% ../nbs/11_train.ipynb #a81ec23a
 @patch
@@ -387,15 +396,18 @@ def load_state_dict(self: Trainer, ckpt: dict):
 
 # %% ../nbs/11_train.ipynb #785763c1
 @patch(cls_method=True)
-def resume(cls: Trainer, path: str | Path, progress: bool = True,
+def resume(cls: Trainer, path: str | Path, # a checkpoint, or a run folder (its last.pt)
+           progress: bool = True,
            images=None, test=None, # the images (and test split) again, for a run trained on images in memory
-           **overrides) -> "Trainer":
-    "A trainer rebuilt from a checkpoint's config (with `overrides`, e.g. epochs or device) and state."
+           tensorboard: bool = False, **overrides) -> "Trainer":
+    """A trainer rebuilt from a checkpoint's config (with `overrides`, e.g. epochs or device) and state. It writes into
+    the checkpoint's folder (wherever the run was first written) unless `out` is given."""
     ckpt = load_checkpoint(path)
     saved = dict(ckpt["config"])
     unknown = set(overrides) - {f.name for f in dataclasses.fields(Config)}
     if unknown: raise ValueError(f"unknown config fields {sorted(unknown)}.")
-    trainer = cls(Config(**{**saved, **overrides}), progress=progress, images=images, test=test)
+    overrides = {"out": str(checkpoint_path(path).parent), **overrides}
+    trainer = cls(Config(**{**saved, **overrides}), progress=progress, images=images, test=test, tensorboard=tensorboard)
     trainer.load_state_dict(ckpt)
     return trainer
 
@@ -458,19 +470,51 @@ def fit(self: Trainer, stop_after: int | None = None) -> list[dict]:
             if interrupted.is_set(): self._stop()
     return self.history
 
+# %% ../nbs/11_train.ipynb #011d4d59
+class _Progress:
+    """An epoch's progress: a bar in a terminal; elsewhere (a file, CI, a notebook's saved output) a plain line at most
+    every `every` seconds."""
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool, every: float = 30.0):
+        self.total, self.desc, self.enabled, self.every, self.last, self.bar = total, desc, enabled, every, time.time(), None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False)
+
+    def show(self, step: int, values: dict):
+        "At a step whose numbers were read: the bar's, or a plain line when `every` seconds have passed."
+        if self.bar is not None: self.bar.set_postfix(values)
+        elif self.enabled and step < self.total and time.time() - self.last >= self.every:
+            self.last = time.time()
+            print(f"{self.desc}, step {step}/{self.total}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+
+    def update(self):
+        if self.bar is not None: self.bar.update(1)
+
+    def write(self, text: str):
+        if self.enabled: (self.bar.write if self.bar is not None else print)(text)
+
+    def close(self):
+        if self.bar is not None: self.bar.close()
+
+def _tensorboard(out: Path):
+    "TensorBoard's writer for out/tensorboard, or one line that says what to install."
+    try: from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("TensorBoard output needs the tensorboard package: pip install tensorboard "
+                         "(or train without --tensorboard).") from None
+    return SummaryWriter(str(out / "tensorboard"))
+
 # %% ../nbs/11_train.ipynb #ef99ce54
 @patch
 def _fit_epoch(self: Trainer):
     "One epoch (or the rest of an interrupted one): its steps, a look at the loss every `log_every` steps, its row."
-    from tqdm.auto import tqdm
     cfg, p = self.config, self.partial or {"step": 0, "sums": {}, "n": 0, "finite": 0, "seconds": 0.0}
     self.loader.set_epoch(self.epoch, start=p["step"])
     self.method.train()
     start, embedding = time.time() - p["seconds"], None
     sums = {k: torch.tensor(v, device=self.device) for k, v in p["sums"].items()}
     n, finite = p["n"], torch.tensor(float(p["finite"]), device=self.device)
-    bar = tqdm(total=len(self.loader), initial=p["step"], desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-               disable=not self.progress, leave=False)
+    bar = _Progress(len(self.loader), p["step"], f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
     for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
         out = self.step(xb, yb if self.method.uses_labels else None)
         n, finite = n + 1, finite + self._accumulate(out, sums)
@@ -479,11 +523,23 @@ def _fit_epoch(self: Trainer):
             means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
             self._check_finite(means, i)
             rate = (i + 1 - p["step"]) * len(xb) * self.world / (time.time() - start - p["seconds"] + 1e-9)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{rate:.0f}"})
-        bar.update(1)
+            bar.show(i + 1, {**{k: f"{v:.4f}" for k, v in means.items()}, "img/s": f"{rate:.0f}"})
+            if not self._estimated: self._estimate(bar, i + 1 - p["step"], i + 1, time.time() - start - p["seconds"])
+        bar.update()
         if i + 1 < len(self.loader): self._pause_if_due(i, sums, n, finite, start, bar)
     bar.close()
     self._end_epoch(sums, n, finite, start, embedding)
+
+# %% ../nbs/11_train.ipynb #2a12643e
+@patch
+def _estimate(self: Trainer, bar: _Progress, done: int, step: int, seconds: float):
+    "Once per run: the speed of its first `done` steps, and how long the training steps left take at that speed."
+    self._estimated = True
+    left = (self.config.epochs - self.epoch) * len(self.loader) - step
+    eta = seconds / max(done, 1) * left
+    when = f"about {eta / 60:.0f} min" if eta >= 90 else f"about {eta:.0f} s"
+    bar.write(f"{done * self.config.batch_size / max(seconds, 1e-9):.0f} images/s over the first {done} steps: "
+              f"the {left:,} training steps left take {when} on {self.device}")
 
 # %% ../nbs/11_train.ipynb #2d093a0d
 @patch
@@ -522,6 +578,10 @@ def _end_epoch(self: Trainer, sums: dict, n: int, finite, start: float, embeddin
     if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
         row["knn"] = self.knn()
     self.history.append(row)
+    if self.tensorboard is not None:  # the row as scalars, one point per epoch
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)): self.tensorboard.add_scalar(k, v, self.epoch)
+        self.tensorboard.flush()
     if self.rank == 0:
         if self.progress:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and v is not None)

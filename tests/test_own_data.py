@@ -97,10 +97,10 @@ def test_stl10_keeps_its_96_pixels(tmp_path):
 
 LOAD_WITHOUT_SSL_AE = textwrap.dedent('''
     import sys; sys.modules["ssl_ae"] = None   # importing ssl_ae now fails: only torch and torchvision may be used
-    import torch, torchvision
-    info = torch.load(sys.argv[1], weights_only=True)
-    exec(info["build"])                        # the line of torch/torchvision code the file carries: it defines m
-    m.load_state_dict(info["state_dict"]); m.eval()
+    import json, torch, torchvision
+    info = json.load(open(sys.argv[1].replace(".pt", ".json")))  # beside the weights: input, and how to rebuild the net
+    exec(info["build"])                        # the line of torch/torchvision code it carries: it defines m
+    m.load_state_dict(torch.load(sys.argv[1], weights_only=True)); m.eval()  # the weights: a plain state dict
     x = torch.load(sys.argv[2], weights_only=True)
     mean, std = torch.tensor(info["mean"]).view(1, 3, 1, 1), torch.tensor(info["std"]).view(1, 3, 1, 1)
     with torch.no_grad(): torch.save(m((x - mean) / std), sys.argv[3])

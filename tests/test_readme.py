@@ -8,23 +8,60 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+def readme_section() -> str:
+    return re.search(r"## Your images, your loop, your encoder.*?(?=\n## )", (ROOT / "README.md").read_text(), flags=re.S).group(0)
 
 
-def run_readme_examples(python: str, cwd: Path):
-    "Run every python block of the README as printed, with `python`, in `cwd`; each must print three finite losses."
-    blocks = readme_python_blocks()
-    assert blocks, "the README has no python example"
-    for code in blocks:
-        run = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
-        assert run.returncode == 0, run.stderr
-        losses = [float(m) for m in re.findall(r"loss ([0-9.]+)", run.stdout)]
-        assert len(losses) == 3 and all(l == l for l in losses), run.stdout
+def readme_blocks() -> list[tuple[str, str]]:
+    "The section's code blocks in order: (language, code)."
+    return re.findall(r"```(sh|python)\n(.*?)```", readme_section(), flags=re.S)
+
+
+def write_photos(root: Path, seed: int = 0, per_class: int = 10):
+    """A small folder of real image files as a user has them: train/ and test/ class folders, JPEG and PNG, colour, grey
+    and RGBA, of mixed sizes and shapes (`per_class` training images of each of two classes, half as many to test)."""
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class), ("test", per_class // 2)):
+        for c, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = rng.integers(40, 120, 2)
+                base = np.array([200, 60, 60] if c == 0 else [60, 60, 200])
+                rgb = np.clip(base + 40 * rng.standard_normal((h, w, 3)), 0, 255).astype(np.uint8)
+                im = Image.fromarray(rgb)
+                if i % 3 == 1: im = im.convert("L")
+                if i % 3 == 2: im = im.convert("RGBA")
+                im.save(root / split / name / (f"{i}.jpg" if i % 3 == 1 else f"{i}.png"))
+
+
+def run_readme_examples(python: str, bin_dir: Path, cwd: Path):
+    """Run the section's commands and examples exactly as printed, in order, in `cwd` beside a small `photos` folder:
+    `ssl_ae pretrain` on it, the own-loop example (three finite losses), `ssl_ae export`, and the five lines that load the
+    export with torch and torchvision alone."""
+    write_photos(cwd / "photos", per_class=4)  # 8 training images: batch 4, the CPU's small network, 200 short epochs
+    blocks = readme_blocks()
+    assert [k for k, _ in blocks] == ["sh", "python", "sh", "python"], blocks
+    for kind, code in blocks:
+        if kind == "sh":
+            for line in code.strip().splitlines():
+                run = subprocess.run(line.replace("ssl_ae ", f"{bin_dir / 'ssl_ae'} ", 1), shell=True, capture_output=True,
+                                     text=True, cwd=cwd, timeout=600)
+                assert run.returncode == 0, f"{line}: {run.stderr[-2000:]}"
+        else:
+            run = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+            assert run.returncode == 0, run.stderr[-2000:]
+            if "sidae_loss" in code:
+                losses = [float(m) for m in re.findall(r"loss ([0-9.]+)", run.stdout)]
+                assert len(losses) == 3 and all(l == l for l in losses), run.stdout
+    summary = json.loads((cwd / "runs" / "photos" / "summary.json").read_text())
+    assert summary["probe_accuracy"] is not None and summary["config"]["batch_size"] == 4, summary  # 8 images: batch 4
+    assert (cwd / "encoder.pt").exists() and (cwd / "encoder.json").exists()
 # tests/test_wheel.py runs them with the installed wheel, outside the repository (running them here as well would only repeat that)
 
 
 def test_index_shows_the_readme_section():
-    section = re.search(r"## Your images, your loop, your encoder.*?(?=\n## )", (ROOT / "README.md").read_text(), flags=re.S).group(0).strip()
+    section = readme_section().strip()
     cells = json.loads((ROOT / "nbs" / "index.ipynb").read_text())["cells"]
     assert any("".join(c["source"]).strip() == section for c in cells), "nbs/index.ipynb must hold the README's section unchanged"
