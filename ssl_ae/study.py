@@ -25,7 +25,7 @@ from .papers import as_protocol
 from .train import RUN_SETTINGS, Config, train_or_resume
 
 # %% auto #0
-__all__ = ['RESULTS', 'META_KEYS', 'verdict', 'Study']
+__all__ = ['RESULTS', 'META_KEYS', 'verdict', 'betainc', 't_cdf', 't_ppf', 'welch', 'holm', 'equivalent', 'judge', 'Study']
 
 # %% ../nbs/14_study.ipynb #fff2880e
 def verdict(a: tuple[float, float], # (mean, standard error) of the side the claim says is higher
@@ -43,6 +43,106 @@ def verdict(a: tuple[float, float], # (mean, standard error) of the side the cla
         if expect == ">": word = "holds" if z >= sigmas else "reversed" if z <= -sigmas else "within noise"
         else: word = "holds (within noise)" if abs(z) < sigmas else "does not hold"
     return {"difference": ma - mb, "se": se, "z": z, "verdict": word}
+
+# %% ../nbs/14_study.ipynb #941242c5
+def _beta_fraction(a: float, b: float, x: float, iters: int = 500, eps: float = 1e-15) -> float:
+    "The continued fraction of the incomplete beta function, by Lentz's method."
+    tiny = 1e-300
+    guard = lambda v: v if abs(v) > tiny else tiny
+    c, d = 1.0, 1 / guard(1 - (a + b) * x / (a + 1))
+    h = d
+    for m in range(1, iters + 1):
+        for k in ((m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))),
+                  (-(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)))):
+            d, c = 1 / guard(1 + k * d), guard(1 + k / c)
+            h *= d * c
+        if abs(d * c - 1) < eps: break
+    return h
+
+def betainc(a: float, b: float, x: float) -> float:
+    "The regularised incomplete beta function I_x(a, b)."
+    if x <= 0: return 0.0
+    if x >= 1: return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2): return front * _beta_fraction(a, b, x) / a
+    return 1 - front * _beta_fraction(b, a, 1 - x) / b
+
+def t_cdf(t: float, df: float) -> float:
+    "P(T ≤ t) for Student's t with `df` degrees of freedom."
+    if math.isinf(df): return 0.5 * math.erfc(-t / math.sqrt(2))
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t >= 0 else tail
+
+def t_ppf(q: float, df: float) -> float:
+    "The `q` quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."
+    if not 0 < q < 1: raise ValueError(f"q must be in (0, 1); got {q}.")
+    lo, hi = -1e6, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+# %% ../nbs/14_study.ipynb #85e2326f
+def welch(a: list, # one number per run (e.g. accuracies over seeds) of the side the claim says is higher
+          b: list, # the other side's
+          level: float = 0.95, # the confidence level of the interval
+         ) -> dict:
+    "Welch's t test of mean(a) − mean(b): the difference, its s.e., ν, t, the two-sided p-value and the interval."
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    (na, nb), d = (len(a), len(b)), (sum(a) / max(len(a), 1) - sum(b) / max(len(b), 1))
+    if na < 2 or nb < 2:
+        return {"difference": d, "se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan, "low": math.nan,
+                "high": math.nan, "level": level, "n": (na, nb)}
+    va = sum((v - sum(a) / na) ** 2 for v in a) / (na - 1) / na
+    vb = sum((v - sum(b) / nb) ** 2 for v in b) / (nb - 1) / nb
+    se = math.sqrt(va + vb)
+    if se == 0:  # both sides constant: the difference is exact
+        df, t, p = na + nb - 2, math.copysign(math.inf, d) if d else 0.0, 0.0 if d else 1.0
+    else:
+        df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+        t = d / se
+        p = min(1.0, 2 * (1 - t_cdf(abs(t), df)))
+    half = t_ppf(1 - (1 - level) / 2, df) * se
+    return {"difference": d, "se": se, "df": df, "t": t, "p": p, "low": d - half, "high": d + half, "level": level,
+            "n": (na, nb)}
+
+# %% ../nbs/14_study.ipynb #2fc80db3
+def holm(pvalues: list) -> list:
+    "Holm's step-down adjustment: p-values that control the chance of any false rejection among all of them."
+    m, running, adjusted = len(pvalues), 0.0, [math.nan] * len(pvalues)
+    order = sorted((i for i, p in enumerate(pvalues) if p == p), key=lambda i: pvalues[i])
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - k) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+def equivalent(a: list, b: list, margin: float, # the largest difference that counts as "the same", stated in advance
+               level: float = 0.95) -> dict:
+    """Two one-sided tests: the two sides are shown equivalent at `level` when the 1 − 2α interval of the difference
+    lies inside ±margin."""
+    w = welch(a, b, 1 - 2 * (1 - level))
+    return {**w, "margin": margin, "equivalent": bool(-margin < w["low"] and w["high"] < margin)}
+
+# %% ../nbs/14_study.ipynb #403f085d
+def judge(a: list, b: list, # per-run numbers of the two sides (a: the side the claim says is higher)
+          expect: str = ">", # ">": a is higher; "≈": the two are the same (needs `margin`)
+          level: float = 0.95, margin: float | None = None,
+          p_adjusted: float | None = None, # the claim's p-value after a multiplicity adjustment (`holm`), if any
+         ) -> dict:
+    "Welch's test of the claim and its verdict: holds, reversed, no difference detected, or equivalent within ±margin."
+    if expect not in (">", "≈"): raise ValueError(f"expect must be '>' or '≈'; got {expect!r}.")
+    if expect == "≈" and margin is None: raise ValueError("an equality claim needs margin, the difference that counts "
+                                                          "as the same, stated in advance (e.g. margin=1.0 point).")
+    w = welch(a, b, level)
+    if math.isnan(w["p"]): return {**w, "verdict": "needs ≥ 2 runs per side"}
+    alpha, p = 1 - level, w["p"] if p_adjusted is None else p_adjusted
+    if expect == "≈":
+        eq = equivalent(a, b, margin, level)["equivalent"]
+        word = f"equivalent within ±{margin:g}" if eq else "no difference detected" if w["p"] >= alpha else "differ"
+    else:
+        word = ("no difference detected" if p >= alpha or w["low"] <= 0 <= w["high"]
+                else "holds" if w["difference"] > 0 else "reversed")
+    return {**w, "p_adjusted": p_adjusted, "margin": margin, "verdict": word}
 
 # %% ../nbs/14_study.ipynb #aa5c6de7
 RESULTS = Path("results")  # where studies keep their files, relative to the notebook that runs them
