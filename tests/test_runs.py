@@ -153,3 +153,23 @@ def test_threads_and_tensorboard(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: one line, before any work
     status, _, err = in_process("pretrain", "--tensorboard", "--out", str(tmp_path / "t"))
     assert status == 2 and "pip install tensorboard" in err and not (tmp_path / "t" / "last.pt").exists()
+
+
+def test_tutorials_say_which_scale_their_outputs_are_from_and_use_the_fractions_they_print():
+    "7. Run in place at smoke scale, a tutorial's outputs passed for the cpu results its prose describes; '1 %' was 10 %."
+    import re
+    from pathlib import Path
+    import nbformat
+    for path in sorted((Path(__file__).parents[1] / "nbs" / "tutorials").glob("[0-9]*.ipynb")):
+        code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        settings = next(i for i, s in enumerate(code) if s.startswith("SCALE = "))
+        line = next(l for l in code[settings].splitlines() if l.startswith("FRACTIONS ="))
+        for scale in ("smoke", "cpu", "colab", "paper"):
+            env = {"SCALE": scale, "CPU": scale == "cpu"}
+            exec(line, env)
+            assert env["FRACTIONS"] == {"all": 1.0, "few": 0.01}, (path.name, scale, env["FRACTIONS"])
+        banner = code[settings + 1]
+        assert banner.startswith('if SCALE != "cpu":') and "display(Markdown(" in banner, path.name
+        shown = {}
+        exec(banner, {"SCALE": "smoke", "display": lambda m: shown.setdefault("text", m), "Markdown": str})
+        assert re.search(r"from the `smoke` scale.*describes the committed `cpu` results", shown["text"]), path.name
