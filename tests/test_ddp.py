@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent('''
     from ssl_ae.train import Config, Trainer
     out = sys.argv[1]
     for method, options in (("simsiam", {"dim": 32, "projector_layers": 2}), ("simclr", {"dim": 32})):
-        cfg = Config(method=method, backbone="small", limit=256, epochs=2, batch_size=64, optimizer="sgd", lr=0.05,
+        cfg = Config(method=method, backbone="small", limit=256, epochs=1, batch_size=64, optimizer="sgd", lr=0.05,
                      augment="none", options=options, out=f"{out}/{method}", device="cpu")
         t = Trainer(cfg, progress=False)
         if t.world == 1: torch.save(t.method.state_dict(), f"{out}/{method}_init.pt")
