@@ -24,6 +24,11 @@ class _TwoViews(torch.utils.data.Dataset):
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.transform(self.images[i]), self.transform(self.images[i])
 
+def _worker_context(workers: int):
+    """How DataLoader workers start: spawned once this process has used CUDA (a forked worker inherits CUDA state it
+    cannot use, and on an H200 a worker forked after a graph was recorded aborted), else forked, which starts faster."""
+    return "spawn" if workers > 0 and torch.cuda.is_initialized() else None
+
 def _views_per_second(run, images: int, warmup, sync=lambda: None) -> float:
     warmup(); sync()
     start = time.perf_counter(); run(); sync()
@@ -33,7 +38,8 @@ def _views_per_second(run, images: int, warmup, sync=lambda: None) -> float:
 def _torchvision_views_per_s(x: torch.Tensor, aug: Augment, batch_size: int, workers: int) -> float:
     "Views per second of torchvision's per-image equivalent of `aug` on images `x`, in a DataLoader with `workers`."
     loader = torch.utils.data.DataLoader(_TwoViews(x, torchvision_equivalent(aug)), batch_size=batch_size,
-                                         num_workers=workers, shuffle=True, persistent_workers=workers > 0)
+                                         num_workers=workers, shuffle=True, persistent_workers=workers > 0,
+                                         multiprocessing_context=_worker_context(workers))
     def tv_pass():
         for _ in loader: pass
     def tv_warmup():
@@ -329,10 +335,9 @@ def _lightly_simsiam(cfg, dev: torch.device) -> tuple:
     return backbone, projector, predictor
 
 # %% ../nbs/16_bench.ipynb #980d75a8
-def _lightly_images_per_s(cfg, images: torch.Tensor, dev: torch.device, steps: int, warmup: int,
-                          workers: int) -> float:
-    """Images per second of SimSiam's step written with lightly's heads and loss, fed by torchvision's per-image
-    pipeline in `workers` DataLoader processes: the backbone, optimiser, precision and layout of `cfg`."""
+def _lightly_step(cfg, dev: torch.device):
+    """SimSiam's step written with lightly's heads and loss, with the backbone, optimiser, precision and layout of
+    `cfg`: a function of two batches of views."""
     from lightly.loss import NegativeCosineSimilarity
     from ssl_ae.devices import amp_dtype
     backbone, projector, predictor = _lightly_simsiam(cfg, dev)
@@ -340,9 +345,6 @@ def _lightly_images_per_s(cfg, images: torch.Tensor, dev: torch.device, steps: i
     params = [p for m in (backbone, projector, predictor) for p in m.parameters()]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     criterion, dtype = NegativeCosineSimilarity(), amp_dtype(dev, cfg.amp)
-    loader = torch.utils.data.DataLoader(_TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])),
-                                         batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                                         pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
     def lightly_step(x0, x1):
         x0, x1 = x0.to(dev, non_blocking=True), x1.to(dev, non_blocking=True)
         if cl:
@@ -351,9 +353,24 @@ def _lightly_images_per_s(cfg, images: torch.Tensor, dev: torch.device, steps: i
             z0, z1 = projector(backbone(x0)), projector(backbone(x1))
             loss = 0.5 * (criterion(predictor(z0), z1.detach()) + criterion(predictor(z1), z0.detach()))
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return lightly_step
+
+# %% ../nbs/16_bench.ipynb #79700854
+def _lightly_images_per_s(cfg, images: torch.Tensor, dev: torch.device, steps: int, warmup: int, workers: int,
+                          fed: bool = False, # views made beforehand on `dev` by our augmentation: no loader
+                         ) -> float:
+    "Images per second of `_lightly_step`, fed by torchvision's per-image pipeline in `workers` DataLoader processes."
+    lightly_step = _lightly_step(cfg, dev)
+    if fed:
+        g, aug = torch.Generator(dev).manual_seed(0), PRESETS[cfg.augment]
+        batches = iter([aug(b.to(dev), g)[:2] for b in images.split(cfg.batch_size)])
+    else:
+        batches = iter(torch.utils.data.DataLoader(
+            _TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])), batch_size=cfg.batch_size, shuffle=True,
+            drop_last=True, num_workers=workers, pin_memory=dev.type == "cuda",
+            persistent_workers=workers > 0))  # forked, as lightly's users run it: measured before any graph is recorded
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    batches = iter(loader)
-    for _ in range(warmup): lightly_step(*next(batches))
+    for _ in range(warmup + (0 if fed else workers)): lightly_step(*next(batches))  # every worker started and delivering
     sync(); start = time.perf_counter()
     for _ in range(steps): lightly_step(*next(batches))
     sync()
@@ -369,21 +386,24 @@ def bench_lightly(device: str = "auto",
     torchvision's per-image pipeline in DataLoader workers, with the same backbone, bf16 and channels-last on a GPU."""
     import os, tempfile
     import lightly
+    from ssl_ae.devices import resolve_device
     from ssl_ae.train import Trainer
     from ssl_ae.recipes import paper_config
     cfg = paper_config("simsiam", "cifar10", device=device, out=tempfile.mkdtemp(),
                        **({"batch_size": batch_size} if batch_size else {})).resolved()
-    images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup), 3, 32, 32), dtype=torch.uint8)
+    workers = os.cpu_count() if workers is None else workers
+    images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup + workers), 3, 32, 32), dtype=torch.uint8)
     result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options}
+    dev = resolve_device(cfg.device)
+    # lightly first: its DataLoader forks workers, and a worker forked after a CUDA graph was recorded aborted (H200)
+    result["lightly_images_per_s"] = _lightly_images_per_s(cfg, images, dev, steps, warmup, workers)
+    result["lightly_workers"] = workers
+    result["lightly_fed_images_per_s"] = _lightly_images_per_s(cfg, images, dev, steps, warmup, 0, fed=True)
     for name, mode in (("ours_eager", "off"), ("ours", "auto")):
         t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
         result[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
         result["device"], result["mode"] = str(t.device), t.mode
-    dev = t.device
-    del t
-    workers = os.cpu_count() if workers is None else workers
-    result["lightly_images_per_s"] = _lightly_images_per_s(cfg, images, dev, steps, warmup, workers)
-    result["lightly_workers"] = workers
+        del t
     result["speedup"] = result["ours_images_per_s"] / result["lightly_images_per_s"]
     result["lightly_version"] = lightly.__version__
     return result

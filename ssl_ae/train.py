@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 from contextlib import contextmanager
+import hashlib
 import math
 import os
 import signal
@@ -332,7 +333,9 @@ def _build_optimisation(self: Trainer):
 @patch
 def step(self: Trainer, xb: torch.Tensor, yb: torch.Tensor | None = None):
     """One optimisation step on a uint8 batch; returns the method's `Output` (not synchronised). Under CUDA graphs
-    the `Output` is the graph's, which the next step overwrites: read it before then."""
+    the `Output` is the graph's, which the next step overwrites: read it before then. A batch on another device is
+    moved to the trainer's (the loader's batches are there already, and for them this is a no-op)."""
+    xb, yb = xb.to(self.device, non_blocking=True), None if yb is None else yb.to(self.device, non_blocking=True)
     out = self._compute(xb, yb) if self._graph is None else self._graph(xb, yb)
     _advance(self.scheduler, self.scaler)
     return out
@@ -371,6 +374,15 @@ def save(self: Trainer, path: str | Path | None = None) -> Path:
     if self.history: _history_csv(self.history, path.parent / "history.csv")
     return path
 
+# %% ../nbs/11_train.ipynb #fced574d
+def _restore_stream(generator: torch.Generator, state: torch.Tensor) -> bool:
+    """Set `generator` to a saved `state` and return True; a state saved by a generator of another kind is used as a
+    seed instead (the same one whenever it is resumed) and False is returned."""
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state); return True
+    generator.manual_seed(int.from_bytes(hashlib.sha256(state.cpu().numpy().tobytes()).digest()[:8], "little"))
+    return False
+
 # %% ../nbs/11_train.ipynb #14879095
 @patch
 def load_state_dict(self: Trainer, ckpt: dict):
@@ -391,7 +403,10 @@ def load_state_dict(self: Trainer, ckpt: dict):
     self.scaler.load_state_dict(ckpt["scaler"])
     self.epoch, self.history, self.partial = ckpt["epoch"], list(ckpt["history"]), ckpt.get("partial")
     torch.set_rng_state(ckpt["rng"]["torch"])
-    self.generator.set_state(ckpt["rng"]["augment"])
+    if not _restore_stream(self.generator, ckpt["rng"]["augment"]):
+        warnings.warn(f"this checkpoint's augmentation stream was saved on another kind of device than "
+                      f"{self.device.type}: it goes on from a seed taken from it, so the views differ from an "
+                      "uninterrupted run's (everything else is restored exactly)")
     if "cuda" in ckpt["rng"] and self.device.type == "cuda": torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
 # %% ../nbs/11_train.ipynb #785763c1

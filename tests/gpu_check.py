@@ -1,21 +1,22 @@
 """The GPU check: what only a CUDA GPU can show, in one command of under five minutes on an H100/H200-class GPU.
 
-    python tests/gpu_check.py [--out DIR] [--budget SECONDS]
+    python tests/gpu_check.py [--out DIR] [--budget SECONDS] [--steps bench,cuda-tests,...]
 
 Run it from the repository root on a machine with a CUDA GPU. It needs no package index and does not install the
 package: it puts the repository on PYTHONPATH. Each step runs in its own process with a time limit, and its output is
 logged. A step whose extra package is missing is skipped with the reason. The steps:
 
-1. `cuda-tests`: tests/test_cuda.py. AMP with and without torch.compile, zero host synchronisations in a training step
-   of every method, interrupted and resumed on the GPU, features and kNN on the device, the bench figures.
-2. `quick-start`: `python -m ssl_ae.cli pretrain` (the README's main job), on the GPU.
-3. `evaluate`: `python -m ssl_ae.cli evaluate RUN/last.pt --device cuda`.
-4. `bench`: `bench_augment` (batched, one kernel per view, and as a CUDA graph), `bench_capture` (each paper preset's
+1. `bench`: `bench_augment` (batched, one kernel per view, and as a CUDA graph), `bench_capture` (each paper preset's
    step eager and captured, the arithmetic bound, the quick start's training time), `bench_step`, and `bench_lightly`
-   (SimSiam against lightly) when lightly is installed.
-5. `suite-on-cuda`: the tests in tests/ with SSL_AE_TEST_DEVICE=cuda, with whatever time is left. Every training test
-   runs on the GPU, and so do the four tutorials' paper and colab paths (tests/test_paper_paths.py). Skipped: the wheel
-   test, which builds a virtual environment from a package index. Failed tests are listed in the JSON (`failed`).
+   (SimSiam against lightly) when lightly is installed. Each figure is measured on its own, so one that fails is
+   recorded with its error and the rest still run; the JSON's `targets` compares them with issue 23's.
+2. `cuda-tests`: tests/test_cuda.py. AMP with and without torch.compile, zero host synchronisations in a training step
+   of every method, interrupted and resumed on the GPU, features and kNN on the device, the bench figures.
+3. `quick-start`: `python -m ssl_ae.cli pretrain` (the README's main job), on the GPU.
+4. `evaluate`: `python -m ssl_ae.cli evaluate RUN/last.pt --device cuda`.
+5. `suite-on-cuda`: the tests in tests/ with SSL_AE_TEST_DEVICE=cuda, with whatever time is left (a worker per two
+   cores). Every training test runs on the GPU, and so do the four tutorials' paper and colab paths
+   (tests/test_paper_paths.py). Skipped: the wheel test, which builds a virtual environment from a package index. Failed tests are listed in the JSON (`failed`).
 
 pytest runs with `-o addopts=`: the project's addopts name nbval's flags, and nbval is not on a GPU machine.
 
@@ -53,8 +54,8 @@ def missing() -> dict:
 
 
 class Check:
-    def __init__(self, out: Path, budget: float):
-        self.out, self.budget, self.start = out, budget, time.time()
+    def __init__(self, out: Path, budget: float, steps: set | None = None):
+        self.out, self.budget, self.start, self.steps = out, budget, time.time(), steps
         self.log = open(out / "gpu_check.log", "w")
         self.figures = {"steps": {}}
 
@@ -64,9 +65,12 @@ class Check:
     def run(self, name: str, cmd: list, limit: float, env: dict | None = None) -> dict:
         "Run `cmd` from the repository root within `limit` seconds (and the check's budget); log its output."
         left = self.budget - (time.time() - self.start)
+        if self.steps is not None and name not in self.steps:
+            self.figures["steps"][name] = r = {"status": "skipped", "why": "not among --steps"}
+            self.say(f"== {name}: skipped ({r['why']})"); self.text = ""; return r
         if left < 20:
             self.figures["steps"][name] = r = {"status": "skipped", "why": f"the check's budget of {self.budget:.0f} s is spent"}
-            self.say(f"== {name}: skipped ({r['why']})"); return r
+            self.say(f"== {name}: skipped ({r['why']})"); self.text = ""; return r
         limit = min(limit, left - 10)
         self.say(f"== {name}: {' '.join(map(str, cmd))} (limit {limit:.0f} s)")
         e = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -82,6 +86,7 @@ class Check:
         r = {"status": status, "seconds": round(time.time() - t, 1), "tail": text[-3000:], **({"failed": sorted(set(failed))} if failed else {})}
         self.log.write(text + "\n"); self.say(f"   {status} in {r['seconds']} s")
         self.figures["steps"][name] = r
+        self.text = text  # all of it: the figures' line can be longer than the tail
         return r
 
     def save(self):
@@ -90,25 +95,56 @@ class Check:
 
 
 BENCH = r"""
-import importlib.util, json, torch
+import importlib.util, json, traceback, torch
 from ssl_ae.bench import bench_augment, bench_capture, bench_lightly, bench_step
-out = {"augment": bench_augment(images=16_384, batch_size=512, device="cuda"),
-       "capture": bench_capture(device="cuda"),
-       "step_small": bench_step(backbone="small", batch_size=64, steps=30, device="cuda")}
-print("FIGURES " + json.dumps(out), flush=True)
-if importlib.util.find_spec("lightly"):
-    out["lightly"] = bench_lightly(device="cuda")
+from ssl_ae.recipes import H200_STEPS
+out = {"capture": {"presets": []}}
+def part(name, f, into=out):
+    "Each figure on its own: one that fails is recorded with its error, and the others still run."
+    try: r = f()
+    except Exception as e: r = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-1500:]}
+    into.append(r) if isinstance(into, list) else into.__setitem__(name, r)
     print("FIGURES " + json.dumps(out), flush=True)
+for method, dataset, _ in H200_STEPS:
+    part(method, lambda: bench_capture(device="cuda", presets=[(method, dataset, 0)], quick_start=False)["presets"][0],
+         out["capture"]["presets"])
+part("quick_start", lambda: bench_capture(device="cuda", presets=[], quick_start=True)["quick_start"], out["capture"])
+part("augment", lambda: bench_augment(images=16_384, batch_size=512, device="cuda"))
+part("step_small", lambda: bench_step(backbone="small", batch_size=64, steps=30, device="cuda"))
+if importlib.util.find_spec("lightly"): part("lightly", lambda: bench_lightly(device="cuda"))
 """
+
+STEPS = ("bench", "cuda-tests", "quick-start", "evaluate", "suite-on-cuda")
+TARGETS = {"sidae_paper_step_ms": ("<=", 6.0), "simsiam_over_lightly": (">=", 3.0),
+           "augment_views_per_s": (">=", 1_000_000), "quick_start_train_s": ("<", 10.0)}
+
+
+def targets(figures: dict) -> dict:
+    "Issue 23's four targets against the bench's figures: {name: {value, target, met}}; a figure not measured is None."
+    def get(f):
+        try: return f()
+        except (KeyError, TypeError, IndexError, StopIteration, ZeroDivisionError, ValueError): return None
+    rows = figures.get("capture", {}).get("presets", [])
+    sidae = get(lambda: next(r for r in rows if r.get("preset", "").startswith("sidae ")))
+    aug = figures.get("augment") or {}
+    value = {"sidae_paper_step_ms": get(lambda: 1000 * sidae["batch_size"] / sidae["auto_images_per_s"]),
+             "simsiam_over_lightly": get(lambda: figures["lightly"]["speedup"]),
+             "augment_views_per_s": get(lambda: max(v for k, v in aug.items() if k.startswith("gpu_") and k.endswith("views_per_s") and v)),
+             "quick_start_train_s": get(lambda: figures["capture"]["quick_start"]["auto_train_s"])}
+    met = lambda v, op, t: None if v is None else (v <= t if op == "<=" else v >= t if op == ">=" else v < t)
+    return {k: {"value": value[k], "target": f"{op} {t}", "met": met(value[k], op, t)} for k, (op, t) in TARGETS.items()}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu_check"), help="folder for gpu_check.json and gpu_check.log")
     ap.add_argument("--budget", type=float, default=290, help="seconds for the whole check (default 290: under five minutes)")
+    ap.add_argument("--steps", help=f"comma-separated steps to run (default: all of {', '.join(STEPS)})")
     args = ap.parse_args(argv)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    c = Check(out, args.budget)
+    steps = None if not args.steps else set(args.steps.split(","))
+    if steps and steps - set(STEPS): ap.error(f"unknown steps {', '.join(sorted(steps - set(STEPS)))}; choose from {', '.join(STEPS)}")
+    c = Check(out, args.budget, steps)
     import torch
     c.figures["environment"] = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
                                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -120,23 +156,25 @@ def main(argv=None) -> int:
     if "fastcore" in missing():
         c.say("fastcore is missing: ssl_ae cannot be imported. Carry its wheel (see the docstring)."); c.save(); return 2
     py = sys.executable
-    workers = ["-n", "4"] if importlib.util.find_spec("xdist") else []
+    workers = ["-n", str(min(8, max(1, (os.cpu_count() or 2) // 2)))] if importlib.util.find_spec("xdist") else []
     pytest = [py, "-m", "pytest", "-q", "-v", "--tb=short", "-rfs", "-p", "no:cacheprovider", "-o", "addopts="]  # addopts name nbval's flags
+    b = c.run("bench", [py, "-c", BENCH], 240)  # first: issue 23's figures
+    lines = [l for l in c.text.splitlines() if l.startswith("FIGURES ")]
+    if lines: b["figures"] = json.loads(lines[-1][len("FIGURES "):]); c.figures["targets"] = targets(b["figures"])
+    c.save()
     c.run("cuda-tests", [*pytest, "tests/test_cuda.py"], 120)
     run = out / "quickstart"
     q = c.run("quick-start", [py, "-m", "ssl_ae.cli", "pretrain", "--out", run, "--quiet"], 90)
     if (run / "summary.json").exists(): q["summary"] = json.loads((run / "summary.json").read_text())
     if (run / "last.pt").exists():
         e = c.run("evaluate", [py, "-m", "ssl_ae.cli", "evaluate", run / "last.pt", "--device", "cuda", "--json", "--seeds", "1"], 60)
-        lines = [l for l in e["tail"].splitlines() if l.startswith("{")]
+        lines = [l for l in c.text.splitlines() if l.startswith("{")]
         if lines: e["result"] = json.loads(lines[-1])
         for f in run.glob("*.pt"): f.unlink()  # keep only the small files
-    b = c.run("bench", [py, "-c", BENCH], 180)
-    lines = [l for l in b["tail"].splitlines() if l.startswith("FIGURES ")]
-    if lines: b["figures"] = json.loads(lines[-1][len("FIGURES "):])
     c.save()
-    c.run("suite-on-cuda", [*pytest, *workers, "tests", "--ignore=tests/test_wheel.py", "--ignore=tests/test_cuda.py", "--ignore=tests/test_ddp.py"],
-          200, env={"SSL_AE_TEST_DEVICE": "cuda", "SSL_AE_TEST_FLAGS": "slow"})  # the slow tests too: a GPU is where they are quick
+    c.run("suite-on-cuda", [*pytest, *workers, "--durations=15", "tests", "--ignore=tests/test_wheel.py", "--ignore=tests/test_cuda.py",
+                            "--ignore=tests/test_ddp.py"],
+          300, env={"SSL_AE_TEST_DEVICE": "cuda", "SSL_AE_TEST_FLAGS": "slow"})  # the slow tests too: a GPU is where they are quick
     c.save()
     bad = [k for k, r in c.figures["steps"].items() if r["status"] not in ("passed", "skipped")]
     c.say(f"done in {c.figures['seconds']} s; " + (f"not passed: {', '.join(bad)}" if bad else "every step passed"))

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -15,7 +16,8 @@ def test_the_check_runs_every_step_and_writes_its_figures(tmp_path, monkeypatch)
     def fake_run(self, name, cmd, limit, env=None):
         ran.append((name, [str(c) for c in cmd], env or {}))
         tail = 'FIGURES {"presets": []}' if name == "bench" else '{"knn_accuracy": 0.5}' if name == "evaluate" else ""
-        self.figures["steps"][name] = r = {"status": "passed", "seconds": 0.0, "tail": tail}
+        self.figures["steps"][name] = r = {"status": "passed", "seconds": 0.0, "tail": tail[-10:]}
+        self.text = "x" * 5000 + "\n" + tail  # the figures are read from all of the output, not the JSON's tail
         if name == "quick-start":
             (tmp_path / "quickstart").mkdir(); (tmp_path / "quickstart" / "last.pt").write_bytes(b"")
             (tmp_path / "quickstart" / "summary.json").write_text('{"probe_accuracy": 0.4}')
@@ -26,7 +28,7 @@ def test_the_check_runs_every_step_and_writes_its_figures(tmp_path, monkeypatch)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     assert gpu_check.main(["--out", str(tmp_path)]) == 0
     names = [n for n, _, _ in ran]
-    assert names == ["cuda-tests", "quick-start", "evaluate", "bench", "suite-on-cuda"]
+    assert names == ["bench", "cuda-tests", "quick-start", "evaluate", "suite-on-cuda"]  # issue 23's figures first
     suite = dict((n, (c, e)) for n, c, e in ran)["suite-on-cuda"]
     assert suite[1] == {"SSL_AE_TEST_DEVICE": "cuda", "SSL_AE_TEST_FLAGS": "slow"} and "tests" in suite[0] and "--ignore=tests/test_wheel.py" in suite[0]
     for name in ("cuda-tests", "suite-on-cuda"):  # a GPU machine has no nbval, and the project's addopts name its flags
@@ -37,6 +39,19 @@ def test_the_check_runs_every_step_and_writes_its_figures(tmp_path, monkeypatch)
     assert figures["steps"]["quick-start"]["summary"]["probe_accuracy"] == 0.4 and figures["steps"]["bench"]["figures"] == {"presets": []}
     assert figures["steps"]["evaluate"]["result"]["knn_accuracy"] == 0.5 and (tmp_path / "gpu_check.log").exists()
     assert not (tmp_path / "quickstart" / "last.pt").exists()  # only the small files come back
+    assert figures["targets"]["sidae_paper_step_ms"] == {"value": None, "target": "<= 6.0", "met": None}  # not measured
+
+
+def test_the_targets_are_read_from_the_bench_figures():
+    figures = {"capture": {"presets": [{"preset": "simsiam on cifar10", "batch_size": 512, "auto_images_per_s": 1.0},
+                                       {"preset": "sidae on cifar10", "batch_size": 512, "auto_images_per_s": 102_400.0}],
+                           "quick_start": {"auto_train_s": 12.5}},
+               "augment": {"gpu_batched_views_per_s": 1e5, "gpu_captured_views_per_s": 4.7e6, "ours_views_per_s": 9e9},
+               "lightly": {"error": "ImportError: no lightly"}}
+    t = gpu_check.targets(figures)
+    assert t["sidae_paper_step_ms"] == {"value": 5.0, "target": "<= 6.0", "met": True}
+    assert t["augment_views_per_s"]["value"] == 4.7e6 and t["augment_views_per_s"]["met"]  # the GPU's best, not the CPU's
+    assert t["quick_start_train_s"]["met"] is False and t["simsiam_over_lightly"] == {"value": None, "target": ">= 3.0", "met": None}
 
 
 def test_without_a_gpu_the_check_says_so_and_exits_2(tmp_path, monkeypatch):
@@ -51,3 +66,22 @@ def test_a_spent_budget_skips_the_remaining_steps(tmp_path):
     assert r["status"] == "skipped" and "budget" in r["why"]
     r = gpu_check.Check(tmp_path, budget=60).run("echo", [sys.executable, "-c", "print('hello')"], 30)
     assert r["status"] == "passed" and "hello" in r["tail"]
+
+
+def test_steps_not_asked_for_are_skipped_and_named(tmp_path, capsys):
+    c = gpu_check.Check(tmp_path, budget=60, steps={"echo"})
+    assert c.run("other", [sys.executable, "-c", "print(1)"], 10) == {"status": "skipped", "why": "not among --steps"}
+    assert c.run("echo", [sys.executable, "-c", "print(2)"], 10)["status"] == "passed"
+    with pytest.raises(SystemExit): gpu_check.main(["--out", str(tmp_path), "--steps", "bench,nonsense"])
+    assert "unknown steps nonsense" in capsys.readouterr().err
+
+
+def test_a_check_of_some_steps_only_writes_its_json(tmp_path, monkeypatch):
+    "Run with --steps suite-on-cuda alone, the check once failed reading the skipped bench's output."
+    monkeypatch.setattr(gpu_check.Check, "run", lambda self, name, cmd, limit, env=None: (
+        setattr(self, "text", ""), self.figures["steps"].__setitem__(name, {"status": "skipped", "why": "not among --steps"}))[1])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert gpu_check.main(["--out", str(tmp_path), "--steps", "suite-on-cuda"]) == 0
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["steps"]["bench"]["status"] == "skipped"

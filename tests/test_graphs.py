@@ -32,7 +32,7 @@ def test_the_setting_is_validated_and_explained(tmp_path):
         t = Trainer(small(tmp_path, compile="graphs", device="cpu"), progress=False)
     assert t.mode == "eager" and t._graph is None
     assert any("compile='graphs' needs a CUDA GPU (this run is on cpu): training eagerly" in str(x.message) for x in w)
-    assert Trainer(small(tmp_path), progress=False).mode == "eager"  # auto on a CPU: the eager path, untouched
+    assert Trainer(small(tmp_path, device="cpu"), progress=False).mode == "eager"  # auto on a CPU: the eager path, untouched
 
 
 def test_the_cli_flag():
@@ -84,7 +84,26 @@ def test_the_cpu_step_is_the_eager_step_it_was(tmp_path):
     "compile='auto' and compile='off' give the same weights on a CPU, bit for bit (nothing captured, nothing changed)."
     runs = []
     for mode in ("auto", "off"):
-        t = Trainer(small(tmp_path / mode, compile=mode, epochs=1), progress=False)
+        t = Trainer(small(tmp_path / mode, compile=mode, epochs=1, device="cpu"), progress=False)  # a CPU test wherever it runs
         t.fit()
         runs.append(torch.cat([p.detach().flatten() for p in t.method.parameters()]))
     assert torch.equal(*runs)
+
+
+def test_a_checkpoint_from_another_kind_of_device_resumes_with_a_warning(tmp_path):
+    """A CUDA generator's state (16 bytes of Philox) cannot be loaded into a CPU generator (5,056 bytes of Mersenne
+    Twister) nor the other way round: on an H200, resuming a CPU run on the GPU failed with 'RNG state is wrong size'.
+    The simulated GPU has a CPU generator, so here the saved state is made a CUDA-sized one by hand."""
+    t = Trainer(small(tmp_path / "run", device="cpu", epochs=1), progress=False)
+    t.fit()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    ckpt["rng"]["augment"] = torch.arange(16, dtype=torch.uint8)  # as `torch.Generator("cuda").get_state()` is
+    torch.save(ckpt, tmp_path / "from_gpu.pt")
+    weights = []
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="saved on another kind of device than cpu: it goes on from a seed"):
+            r = Trainer.resume(tmp_path / "from_gpu.pt", progress=False, epochs=2, out=str(tmp_path / "resumed"))
+        r.fit()
+        assert [h["epoch"] for h in r.history] == [1, 2]
+        weights.append(torch.cat([p.detach().flatten() for p in r.method.parameters()]))
+    assert torch.equal(*weights)  # the same checkpoint resumes the same way every time

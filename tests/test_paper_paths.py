@@ -4,10 +4,12 @@ protocols, shrunk to a few steps on a few dozen images of CIFAR-10, CIFAR-100, S
 written in their real on-disk formats. Runs that differ only in a number (a weight, a seed, the length) share a code
 path, so one of each is trained."""
 import dataclasses
+import importlib.util
 import os
 import re
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -52,12 +54,21 @@ def settings(tutorial: str, scale: str, monkeypatch) -> dict:
             code = [c.source for c in nb.cells if c.cell_type == "code"]
             cell = next(s for s in code if "SCALE = tutorial_scale()" in s)
             g = {}
+            if importlib.util.find_spec("IPython") is None: _stub_ipython(m)  # the GPU machine has no IPython
             exec(next(s for s in code if "from ssl_ae.recipes import" in s), g)
             exec(cell[: cell.index("print(cost_line(")], g)
         _SETTINGS[tutorial, scale] = g
     return _SETTINGS[tutorial, scale]
 
 _SETTINGS = {}
+
+
+def _stub_ipython(m):
+    "An `IPython.display` whose `display` and `Markdown` do nothing: the settings cell imports them for its tables."
+    ipython, display = types.ModuleType("IPython"), types.ModuleType("IPython.display")
+    display.display, display.Markdown = (lambda *a, **k: None), str
+    ipython.display = display
+    m.setitem(sys.modules, "IPython", ipython); m.setitem(sys.modules, "IPython.display", display)
 
 
 def code_path(c) -> tuple:

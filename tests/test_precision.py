@@ -8,6 +8,9 @@ has cosine similarity ≥ cos with the float32 one and a norm within `norm` of i
 - torch.compile (inductor), float32: the same (fused kernels reorder sums);
 - float16 with the grad scaler: tol 1e-2, cos 0.99, norm 0.05 (10 mantissa bits);
 - bfloat16: tol 3e-2, cos 0.97, norm 0.10 (7 mantissa bits).
+On a GPU, cuDNN runs float32 convolutions in TF32 (10 mantissa bits) unless told not to, and the two layouts pick
+different algorithms: channels-last then differed from the reference by a gradient cosine of 0.9998 and a norm of 0.2 %
+on an H200. These tests compare arithmetic, so they turn TF32 off (`float32_convolutions`); training keeps torch's default.
 """
 import os
 import sys
@@ -31,7 +34,8 @@ OPTIONS = {"simsiam": SMALL, "dae": SMALL, "sidae": SMALL, "simsiam_gs": SMALL}
 def config(method, tmp_path, **kw):
     base = dict(method=method, dataset="toy", backbone="small", limit=256, epochs=1, batch_size=16, optimizer="sgd", lr=0.01,
                 weight_decay=0.0, schedule="constant", warmup_epochs=0, augment="toy", channels_last=False, amp=False,
-                options=OPTIONS.get(method, {} if method == "supervised" else {"dim": 32}), out=str(tmp_path / "run"), device=DEVICE)
+                options=OPTIONS.get(method, {} if method == "supervised" else {"dim": 32}), out=str(tmp_path / "run"), device=DEVICE,
+                compile="off")  # the eager step's arithmetic: on a GPU "auto" would record the fourth try as a graph
     return Config(**{**base, **kw})
 
 
@@ -44,7 +48,12 @@ def one_step(cfg):
     params = [p for p in trainer.method.parameters() if p.requires_grad]
     seen, views = {}, trainer.generator.get_state()
     def capture(*args, **kwargs):
-        seen["grads"] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten() for p in params])
+        # A fused optimiser (on CUDA) is handed the scale and unscales inside its kernel, and skips a step with
+        # infinities itself: the scaler sets `grad_scale` and `found_inf` on it instead of unscaling first.
+        scale, found_inf = getattr(trainer.optimizer, "grad_scale", None), getattr(trainer.optimizer, "found_inf", None)
+        if found_inf is not None and found_inf.item() > 0: return  # a skipped step, as the scaler's own check skips it
+        grads = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten() for p in params])
+        seen["grads"] = grads if scale is None else grads / scale.float()
     trainer.optimizer.step = capture
     for attempt in range(24):
         trainer.generator.set_state(views); torch.manual_seed(0)  # the same views; the VAE family samples with the global generator
@@ -64,12 +73,21 @@ def assert_close(ref, got, kind, method):
     assert cos >= cos_min and abs(ratio - 1) <= norm_tol, f"{method}, {kind}: gradient cosine {cos:.5f}, norm ratio {ratio:.4f}"
 
 
+@pytest.fixture
+def float32_convolutions():
+    "Float32 convolutions in float32 on a GPU (cuDNN's TF32 off), so that float32 is a reference; nothing on a CPU."
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
+
+
 pytestmark = [pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden"),
               pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")]  # a skipped fp16 step, as on a GPU
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_channels_last_and_mixed_precision_match_float32(tmp_path, method):
+def test_channels_last_and_mixed_precision_match_float32(tmp_path, method, float32_convolutions):
     ref = one_step(config(method, tmp_path))[:2]
     assert_close(ref, one_step(config(method, tmp_path, channels_last=True))[:2], "channels_last", method)
     loss, grads, trainer = one_step(config(method, tmp_path, amp="fp16"))
