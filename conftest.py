@@ -10,9 +10,10 @@ executes every chapter: code, documentation and tests cannot drift apart.
 - Notebooks whose name starts with `_` are scratch (nbdev ignores them too); nbs/_proc is nbdev's build output.
 - Without nbval and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
 - Under pytest-xdist (`-n auto --dist loadfile`, the project's addopts) a notebook's cells run in one process, in order.
-  `auto` here means one worker more than the machine has cores (`pytest_xdist_auto_num_workers`): each worker runs one
+  `auto` here means two workers more than the machine has cores (`pytest_xdist_auto_num_workers`): each worker runs one
   thread, and a worker often waits (a notebook kernel starting, a subprocess, a DataLoader's workers), so two workers on
-  two cores left a third of the CPU idle; three kept it busy and cut the suite from ~640 s to ~535 s.
+  two cores left a third of the CPU idle; three kept it busy and cut the suite from ~640 s to ~535 s, four to 474 s
+  (504 s with three, in the same hour). The longest files start first (`pytest_collection_modifyitems`).
 - `device="auto"` in a test means SSL_AE_TEST_DEVICE (default: the CPU), so that one variable moves the suite to a GPU.
 """
 import os
@@ -37,9 +38,22 @@ from testdevice import DEVICE  # noqa: E402
 
 
 def pytest_xdist_auto_num_workers(config):
-    "`-n auto`: on up to 4 cores a worker per core and one more (see the module's docstring); else one per core."
+    "`-n auto`: on up to 4 cores a worker per core and two more (see the module's docstring); else one per core."
     cores = os.cpu_count() or 1
-    return cores + 1 if cores <= 4 else cores
+    return cores + 2 if cores <= 4 else cores
+
+
+DURATIONS = Path(__file__).parent / "tests" / "durations.json"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The longest files first (seconds from tests/durations.json; tests/durations.py says how to refresh them): under
+    `--dist loadfile` a long file that starts last keeps one worker busy after the others have finished. The sort is
+    stable, so each file's tests (a notebook's cells) keep their order; a file not in the table goes last."""
+    if not DURATIONS.exists(): return
+    import json
+    seconds = json.loads(DURATIONS.read_text())
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
 
 
 @pytest.fixture(autouse=True)
