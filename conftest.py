@@ -49,7 +49,9 @@ DURATIONS = Path(__file__).parent / "tests" / "durations.json"
 def pytest_collection_modifyitems(session, config, items):
     """The longest files first (seconds from tests/durations.json; tests/durations.py says how to refresh them): under
     `--dist loadfile` a long file that starts last keeps one worker busy after the others have finished. The sort is
-    stable, so each file's tests (a notebook's cells) keep their order; a file not in the table goes last."""
+    stable, so each file's tests (a notebook's cells) keep their order; a file not in the table goes last. (xdist would
+    otherwise reorder files by their number of tests, which put the one long wheel test last: `--no-loadscope-reorder`
+    in the addopts keeps this order.)"""
     if not DURATIONS.exists(): return
     import json
     seconds = json.loads(DURATIONS.read_text())
