@@ -10,10 +10,11 @@ executes every chapter: code, documentation and tests cannot drift apart.
 - Notebooks whose name starts with `_` are scratch (nbdev ignores them too); nbs/_proc is nbdev's build output.
 - Without nbval and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
 - Under pytest-xdist (`-n auto --dist loadfile`, the project's addopts) a notebook's cells run in one process, in order.
-  `auto` here means two workers more than the machine has cores (`pytest_xdist_auto_num_workers`): each worker runs one
+  `auto` here means one worker more than the machine has cores (`pytest_xdist_auto_num_workers`): each worker runs one
   thread, and a worker often waits (a notebook kernel starting, a subprocess, a DataLoader's workers), so two workers on
-  two cores left a third of the CPU idle; three kept it busy and cut the suite from ~640 s to ~535 s, four to 474 s
-  (504 s with three, in the same hour). The longest files start first (`pytest_collection_modifyitems`).
+  two cores left a third of the CPU idle; three kept it busy and cut the suite from ~640 s to ~535 s. (Four were not
+  clearly faster: 474 s against 504 in one hour here, but slower in a clean CI run.) The longest files start first
+  (`pytest_collection_modifyitems`).
 - `device="auto"` in a test means SSL_AE_TEST_DEVICE (default: the CPU), so that one variable moves the suite to a GPU.
 """
 import os
@@ -38,9 +39,9 @@ from testdevice import DEVICE  # noqa: E402
 
 
 def pytest_xdist_auto_num_workers(config):
-    "`-n auto`: on up to 4 cores a worker per core and two more (see the module's docstring); else one per core."
+    "`-n auto`: on up to 4 cores a worker per core and one more (see the module's docstring); else one per core."
     cores = os.cpu_count() or 1
-    return cores + 2 if cores <= 4 else cores
+    return cores + 1 if cores <= 4 else cores
 
 
 DURATIONS = Path(__file__).parent / "tests" / "durations.json"
