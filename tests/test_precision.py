@@ -10,7 +10,8 @@ has cosine similarity ≥ cos with the float32 one and a norm within `norm` of i
 - bfloat16: tol 3e-2, cos 0.97, norm 0.10 (7 mantissa bits).
 On a GPU, cuDNN runs float32 convolutions in TF32 (10 mantissa bits) unless told not to, and the two layouts pick
 different algorithms: channels-last then differed from the reference by a gradient cosine of 0.9998 and a norm of 0.2 %
-on an H200. These tests compare arithmetic, so they turn TF32 off (`float32_convolutions`); training keeps torch's default.
+on an H200. The layout and precision test compares arithmetic, so it turns TF32 off (`float32_convolutions`); the
+compile test compares two runs under the same setting; training keeps torch's default.
 """
 import os
 import sys
