@@ -1,17 +1,19 @@
-"""Collect every notebook in nbs/ as a pytest test through nbval, so that `pytest` runs the tests in tests/ and
-executes every chapter: code, documentation and tests cannot drift apart.
+"""Collect every notebook in nbs/ as a pytest test, so that `pytest` runs the tests in tests/ and executes every
+chapter: code, documentation and tests cannot drift apart.
 
-- Notebooks are executed from output-stripped copies held in memory: `nbdev_clean` keeps outputs but drops
-  execution counts, which nbval would otherwise reject ("Unrun reference cell has outputs").
-- Outputs are not compared (nbval's lax mode): a notebook passes when every cell runs without error, and its
-  cells assert what they claim (fastcore's test_eq, test_close, test_fail).
+- A notebook runs as nbdev_test runs it: its code cells in order, in an IPython shell (execnb's `CaptureShell`) inside
+  the test process, in the notebook's folder; each code cell is one test item, failing with the cell's traceback.
+  (Until issue 20's CI-time work they ran through nbval, each in a new Jupyter kernel that started and imported torch
+  again: about 6 s a notebook on 2 cores.) The shell is new for each notebook; modules stay imported, as in nbdev_test.
+- Outputs are not compared: a notebook passes when every cell runs without error, and its cells assert what they claim
+  (fastcore's test_eq, test_close, test_fail). Saved outputs come from `tests/execute_notebooks.py`, in a real kernel.
 - Cells marked with nbdev's test flags (`#| slow`, `#| cuda`, `#| notest`) or `#| eval: false` are skipped, as
   `nbdev_test` skips them; SSL_AE_TEST_FLAGS="slow cuda" switches flags on.
 - Notebooks whose name starts with `_` are scratch (nbdev ignores them too); nbs/_proc is nbdev's build output.
-- Without nbval and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
+- Without execnb and nbformat (a GPU machine without the dev extra), the notebooks are not collected and tests/ runs.
 - Under pytest-xdist (`-n auto --dist loadfile`, the project's addopts) a notebook's cells run in one process, in order.
   `auto` here means one worker more than the machine has cores (`pytest_xdist_auto_num_workers`): each worker runs one
-  thread, and a worker often waits (a notebook kernel starting, a subprocess, a DataLoader's workers), so two workers on
+  thread, and a worker often waits (a subprocess, a DataLoader's workers), so two workers on
   two cores left a third of the CPU idle; three kept it busy and cut the suite from ~640 s to ~535 s. (Four were not
   clearly faster: 474 s against 504 in one hour here, but slower in a clean CI run.) The longest files start first
   (`pytest_collection_modifyitems`).
@@ -24,14 +26,18 @@ from pathlib import Path
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker (and per notebook kernel), not 2 x 2 on 2 cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Notebooks run in this process (below), so what a chapter sets before importing Triton must hold for the whole run:
+# without a GPU, Triton interprets its kernels on the CPU (chapter 03).
+import torch  # noqa: E402
+if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 
 try:
     import nbformat
-    from nbval.plugin import CURRENT_ENV_KERNEL_NAME, IPyNbCell, IPyNbFile, RunningKernel
+    from execnb.shell import CaptureShell
 except ImportError:  # a machine without the dev extra (the GPU check's): tests/ runs, the notebooks are not collected
-    IPyNbFile = None
+    nbformat = None
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 from nbflags import skip_reason  # noqa: E402
@@ -69,33 +75,58 @@ def _test_device(monkeypatch):
 NBS = Path(__file__).parent / "nbs"
 
 
-class NotebookFile(IPyNbFile or object):
-    "A notebook run as a test: stripped of outputs, flagged cells skipped, outputs not compared."
+CELL_TIMEOUT = 900  # seconds a notebook cell may run under test
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.compare_outputs = False
 
-    def setup(self):  # always the kernel of the environment running pytest
-        self.kernel = RunningKernel(CURRENT_ENV_KERNEL_NAME, cwd=str(self.path.parent),
-                                    startup_timeout=self.config.option.nbval_kernel_startup_timeout)
-        self.setup_sanitize_files()
+class NotebookFile(pytest.File):
+    "A notebook run as a test, one item per code cell, in this process's IPython shell (execnb's, as nbdev_test runs them)."
 
     def collect(self):
         nb = nbformat.read(str(self.path), as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code": cell.outputs, cell.execution_count = [], None
-        self.nb = nb
         for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
-            item = IPyNbCell.from_parent(self, name=f"Cell {number}", cell_num=number, cell=cell,
-                                         options={"check": False, "skip": False, "check_exception": False})
+            item = NotebookCell.from_parent(self, name=f"Cell {number}", source=cell.source)
             reason = skip_reason(cell.source)
             if reason: item.add_marker(pytest.mark.skip(reason=f"{reason} cell (nbdev test flag)"))
             yield item
 
+    def setup(self):
+        self.shell = CaptureShell(mpl_format="png", timeout=CELL_TIMEOUT)
+        self.shell.set_path(self.path.parent)
+
+    def teardown(self):
+        self.shell = None
+        import matplotlib.pyplot as plt
+        plt.close("all")
+
+
+class NotebookCellError(Exception):
+    "A notebook cell raised."
+
+
+class NotebookCell(pytest.Item):
+    def __init__(self, *, source, **kwargs):
+        super().__init__(**kwargs)
+        self.source = source
+
+    def runtest(self):
+        shell, here = self.parent.shell, os.getcwd()
+        os.chdir(self.path.parent)  # a notebook runs in its own folder, as in Jupyter
+        try: shell.run(self.source)
+        finally: os.chdir(here)
+        if shell.exc is not None:
+            import traceback
+            raise NotebookCellError("".join(traceback.format_exception(shell.exc)))
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, NotebookCellError): return f"{excinfo.value}\n--- cell ---\n{self.source}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"{self.path.name}::{self.name}"
+
 
 def pytest_collect_file(file_path, parent):
-    if file_path.suffix != ".ipynb" or not file_path.is_relative_to(NBS) or IPyNbFile is None: return None
+    if file_path.suffix != ".ipynb" or not file_path.is_relative_to(NBS) or nbformat is None: return None
     rel = file_path.relative_to(NBS)
     if any(part.startswith(("_", ".")) for part in rel.parts): return None
     return NotebookFile.from_parent(parent, path=file_path)

