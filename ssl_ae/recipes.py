@@ -106,7 +106,7 @@ def colab_config(method: str = "sidae", dataset: str | None = None, paper: str |
         settings)
 
 # %% ../nbs/12_recipes.ipynb #ca5fc3b5
-SMOKE = {"limit": 256, "epochs": 2}  # a smoke run: the quick recipe on the first 256 toy images, for two epochs
+SMOKE = {"limit": 128, "epochs": 2}  # a smoke run: the quick recipe on the first 128 toy images, for two epochs (4 steps)
 
 def scale_config(scale: str, # one of `SCALES`
                  method: str = "sidae", # a key of `METHODS`
