@@ -352,9 +352,8 @@ def reconstruct_views(method: nn.Module, # a trained method (chapter 08)
 def _strip(images: torch.Tensor, gap: int = 2):
     "(n, 3, H, W) images in [0, 1] side by side with `gap` white pixels between them, as an (H, W', 3) array to show."
     n, c, h, w = images.shape
-    out = torch.ones(c, h, n * w + (n - 1) * gap)
-    for i in range(n): out[:, :, i * (w + gap):i * (w + gap) + w] = images[i].cpu()
-    return out.clamp(0, 1).permute(1, 2, 0).numpy()
+    padded = F.pad(images.cpu().clamp(0, 1), (0, gap), value=1.0)  # (n, c, h, w + gap): a white gap right of each
+    return padded.permute(2, 0, 3, 1).reshape(h, n * (w + gap), c)[:, :n * (w + gap) - gap].numpy()
 
 def plot_reconstructions(method: nn.Module, images: torch.Tensor, augment: str = "simsiam_cifar", n: int = 8,
                          seed: int = 0, title: str | None = None):
