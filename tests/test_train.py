@@ -14,7 +14,7 @@ from ssl_ae.train import CheckpointError, Config, NonFiniteLossError, Trainer, l
 
 
 def small_config(out, **kw):
-    base = dict(method="sidae", backbone="small", limit=384, epochs=4, batch_size=128, optimizer="adam", lr=1e-3,
+    base = dict(method="sidae", backbone="small", limit=96, epochs=4, batch_size=32, optimizer="adam", lr=1e-3,
                 options={"w": 0.5, "dim": 64, "projector_layers": 2}, augment="toy", out=str(out))
     return Config(**{**base, **kw})
 
@@ -108,9 +108,9 @@ def _interrupt_at(trainer, call):
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, capsys):
     "Ctrl-C during step 5 of epoch 2: the step finishes, last.pt records the position, and resuming equals a straight run."
-    straight = Trainer(small_config(tmp_path / "a", epochs=2, limit=512, batch_size=64), progress=False)
+    straight = Trainer(small_config(tmp_path / "a", epochs=2, limit=128, batch_size=16), progress=False)
     straight.fit()
-    t = Trainer(small_config(tmp_path / "b", epochs=2, limit=512, batch_size=64), progress=False)
+    t = Trainer(small_config(tmp_path / "b", epochs=2, limit=128, batch_size=16), progress=False)
     _interrupt_at(t, 8 + 5)
     with pytest.raises(KeyboardInterrupt):
         t.fit()
@@ -128,9 +128,9 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, capsys):
 
 def test_checkpoints_on_a_clock_survive_a_crash(tmp_path):
     "With checkpoint_minutes set, a run killed without warning (no chance to save) resumes from its last timed checkpoint, exactly."
-    straight = Trainer(small_config(tmp_path / "a", epochs=1, limit=512, batch_size=64), progress=False)
+    straight = Trainer(small_config(tmp_path / "a", epochs=1, limit=128, batch_size=16), progress=False)
     straight.fit()
-    t = Trainer(small_config(tmp_path / "b", epochs=1, limit=512, batch_size=64, checkpoint_minutes=1e-9), progress=False)  # every step
+    t = Trainer(small_config(tmp_path / "b", epochs=1, limit=128, batch_size=16, checkpoint_minutes=1e-9), progress=False)  # every step
     step, calls = t.step, []
     def crash(*args, **kwargs):
         calls.append(1)

@@ -15,7 +15,7 @@ import pytest
 from test_readme import run_readme_examples
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV_EXTRA = {"nbdev", "execnb", "ghapi", "jupyterlab", "pytest", "pytest-xdist", "mlxtend"}  # settings.ini's dev_requirements
+DEV_EXTRA = {"nbdev", "execnb", "ghapi", "nbclient", "ipykernel", "pytest", "pytest-xdist", "mlxtend"}  # settings.ini's dev_requirements
 COLAB_ONLY = {"google"}  # google.colab: imported only inside Colab, which provides it
 OPTIONAL = {"triton": "the fused augmentation on a CUDA GPU (chapter 03); it comes with torch on Linux, and without it the batched path serves",
             "lightly": "`ssl_ae bench lightly` only (chapter 16), which says how to install it"}  # imported inside try/except or a function
