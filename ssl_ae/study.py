@@ -6,12 +6,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import os
 import platform
 import re
+import subprocess
+import tempfile
 import time
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +27,14 @@ from fastcore.basics import patch
 import ssl_ae
 from .data import load_dataset
 from .evaluate import mean_se, probe_images, random_init, supervised_baseline
+from .methods import METHODS
 from .papers import as_protocol
-from .train import RUN_SETTINGS, Config, train_or_resume
+from .recipes import cpu_config
+from .train import RUN_SETTINGS, Config, Trainer, train_or_resume
 
 # %% auto #0
-__all__ = ['RESULTS', 'META_KEYS', 'verdict', 'betainc', 't_cdf', 't_ppf', 'welch', 'holm', 'equivalent', 'judge', 'Study']
+__all__ = ['RESULTS', 'META_KEYS', 'verdict', 'betainc', 't_cdf', 't_ppf', 'welch', 'holm', 'equivalent', 'judge', 'Study',
+           'arithmetic_fingerprint', 'arithmetic_differs']
 
 # %% ../nbs/14_study.ipynb #fff2880e
 def verdict(a: tuple[float, float], # (mean, standard error) of the side the claim says is higher
@@ -147,8 +156,8 @@ def judge(a: list, b: list, # per-run numbers of the two sides (a: the side the 
 # %% ../nbs/14_study.ipynb #aa5c6de7
 RESULTS = Path("results")  # where studies keep their files, relative to the notebook that runs them
 
-META_KEYS = ("notebook", "command", "scale", "seeds", "fractions", "torch", "python", "ssl_ae", "machine", "threads",
-             "wall_time_s")
+META_KEYS = ("notebook", "command", "scale", "seeds", "fractions", "torch", "python", "ssl_ae", "mlxtend", "machine",
+             "threads", "wall_time_s", "commit", "date", "fingerprint")
 
 def _regenerate(notebook: str | None, scale: str) -> str:
     where = notebook or "NOTEBOOK.ipynb"
@@ -193,6 +202,7 @@ class Study:
 def record(self: Study, key: str, compute: Callable[[], dict]) -> dict:
     "The record stored under `key`, or `compute()`'s, stored (with its seconds) and written to the file."
     if key in self.records: return self.records[key]
+    self._check_arithmetic()
     start = time.perf_counter()
     r = _clean(compute())
     r["seconds"] = round(time.perf_counter() - start, 1)
@@ -200,6 +210,79 @@ def record(self: Study, key: str, compute: Callable[[], dict]) -> dict:
     self.computed.append(key)
     self.save()
     return r
+
+# %% ../nbs/14_study.ipynb #58c0d982
+def _fingerprint_parts(methods=None, # method names (default: all of `METHODS`)
+                      ) -> dict:
+    "The numbers of `arithmetic_fingerprint`, on the current number of threads: {part: hash, accuracy or two losses}."
+    xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
+    raw = b"".join(t[:512].contiguous().numpy().tobytes() for t in (xtr, ytr, xte, yte))
+    parts = {"digits": f"{tuple(xtr.shape)} {tuple(xte.shape)} {hashlib.sha256(raw).hexdigest()[:12]}"}
+    for m in sorted(methods or METHODS):
+        with tempfile.TemporaryDirectory() as out:
+            t = Trainer(cpu_config(m, limit=64, batch_size=32, epochs=1, out=out, device="cpu"), progress=False)
+            if m == "sidae":  # before any step: the probe of an untrained network is free of the steps' float noise
+                parts["probe"] = probe_images(t.method, xtr[:256], ytr[:256], xte[:256], yte[:256])[1.0][0]
+            batches, losses = iter(t.loader), []
+            for _ in range(2):
+                xb, yb = next(batches)
+                losses.append(float(t.step(xb, yb if t.method.uses_labels else None).loss.detach()))
+        parts[m] = losses
+    return _clean(parts)
+
+# %% ../nbs/14_study.ipynb #c7d38ae7
+@functools.lru_cache(maxsize=None)
+def _fingerprint() -> str:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: return json.dumps(_fingerprint_parts())
+    finally: torch.set_num_threads(threads)
+
+def arithmetic_fingerprint() -> dict:
+    """What the code computes where results are made: the digits as loaded, a probe, two `cpu`-recipe steps of every
+    method (`_fingerprint_parts`), on one thread; once per process (about 10 s on a CPU)."""
+    return json.loads(_fingerprint())
+
+def arithmetic_differs(a: dict, b: dict) -> list[str]:
+    "The parts in which fingerprints `a` and `b` differ beyond float noise: hashes, probe ±0.01, losses ±0.1 % (≥ 0.001)."
+    def close(x, y, key):
+        if isinstance(x, str) or isinstance(y, str): return x == y
+        if isinstance(x, list) and isinstance(y, list): return len(x) == len(y) and all(close(u, v, key) for u, v in zip(x, y))
+        if not isinstance(x, (int, float)) or not isinstance(y, (int, float)): return False
+        return abs(x - y) <= (0.01 if key == "probe" else 1e-3 * max(1.0, abs(y)))
+    return sorted(k for k in set(a) | set(b) if k not in a or k not in b or not close(a[k], b[k], k))
+
+# %% ../nbs/14_study.ipynb #dbacb025
+@functools.lru_cache(maxsize=None)
+def _commit() -> str | None:
+    "The short git commit of the package's source, '+changes' where its files differ from it; None outside a checkout."
+    here = Path(ssl_ae.__file__).parent
+    git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True, timeout=30)
+    try: head, changes = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.SubprocessError): return None
+    if head.returncode: return None
+    return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
+
+def _provenance(scale: str) -> dict:
+    "Commit, date, mlxtend version and (except at smoke scale) the arithmetic fingerprint, for a study's meta data."
+    try: mlxtend = metadata.version("mlxtend")
+    except metadata.PackageNotFoundError: mlxtend = None
+    return {"commit": _commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "mlxtend": mlxtend, "fingerprint": None if scale == "smoke" else arithmetic_fingerprint()}
+
+# %% ../nbs/14_study.ipynb #02881867
+@patch
+def _check_arithmetic(self: Study):
+    "Refuse to add a record to records that another arithmetic computed: the two would not compare."
+    stored = self.data["meta"].get("fingerprint")
+    if self.scale == "smoke" or not self.records or not stored: return
+    differs = arithmetic_differs(stored, arithmetic_fingerprint())
+    if differs:
+        raise ValueError(
+            f"{self.path} holds records computed by other arithmetic (they differ in {', '.join(differs)}), which new "
+            f"records would not compare with: delete it and regenerate the study "
+            f"({self.data['meta'].get('command', 'its notebook at this scale')})."
+        )
 
 # %% ../nbs/14_study.ipynb #b66fb344
 @patch
@@ -218,6 +301,7 @@ def save(self: Study):
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs" +
         (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), threads=torch.get_num_threads(),
         wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
+    if self.computed or "fingerprint" not in m: m.update(_provenance(self.scale))  # when its records were computed
     self.folder.mkdir(parents=True, exist_ok=True)
     tmp = self.path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")

@@ -9,7 +9,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat", reason="reads notebooks: needs nbformat (the dev extra)")
 
-from ssl_ae.study import META_KEYS, Study
+from ssl_ae.study import META_KEYS, Study, _fingerprint_parts, arithmetic_differs, arithmetic_fingerprint
 
 ROOT = Path(__file__).parent.parent
 TUTORIALS = ROOT / "nbs" / "tutorials"
@@ -54,3 +54,27 @@ def test_each_tutorial_checks_its_smoke_structure_against_the_committed_results(
     checks = [c.source for c in nb.cells if c.cell_type == "code" and f'check_like(Study("{name}", "cpu"' in c.source]
     assert len(checks) == 1 and checks[0].startswith("#| hide"), name
     assert Study(name, "cpu", TUTORIALS / "results").records, name
+
+
+@pytest.fixture(scope="module")
+def fingerprint():
+    return arithmetic_fingerprint()
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_committed_results_were_computed_by_todays_arithmetic(name, fingerprint):
+    "A result goes stale when the code that shapes it computes other numbers; it must then be regenerated, not kept."
+    meta = json.loads((TUTORIALS / "results" / f"{name}_cpu.json").read_text())["meta"]
+    differs = arithmetic_differs(meta["fingerprint"], fingerprint)
+    assert not differs, (f"results/{name}_cpu.json was computed by other arithmetic ({', '.join(differs)} differ): "
+                         f"delete it and regenerate it with {meta['command']}")
+    assert meta["commit"] and meta["date"] and meta["mlxtend"], meta
+
+
+def test_the_fingerprint_sees_a_change_of_arithmetic(monkeypatch):
+    "The DAE's loss scaled by 1.01 changes the DAE's part of the fingerprint and nothing else."
+    from ssl_ae import losses
+    before = _fingerprint_parts(methods=("dae",))
+    dae_loss = losses.dae_loss
+    monkeypatch.setattr(losses, "dae_loss", lambda *a, **k: dae_loss(*a, **k) * 1.01)
+    assert arithmetic_differs(before, _fingerprint_parts(methods=("dae",))) == ["dae"]
