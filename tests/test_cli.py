@@ -14,9 +14,9 @@ def ssl_ae(*args, timeout=300):
 
 
 def test_bench_augment_json():
-    run = ssl_ae("bench", "augment", "--json", "--images", "128", "--batch-size", "64", "--workers", "0")  # the plumbing; chapter 16 measures
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)  # exactly one JSON object on stdout
+    status, out, err = in_process("bench", "augment", "--json", "--images", "128", "--batch-size", "64", "--workers", "0")  # the plumbing; chapter 16 measures
+    assert status == 0, err
+    result = json.loads(out)  # exactly one JSON object on stdout
     assert {"ours_views_per_s", "torchvision_views_per_s", "speedup"} <= set(result)
     assert result["speedup"] == result["ours_views_per_s"] / result["torchvision_views_per_s"]
 

@@ -1,7 +1,6 @@
 """A researcher's use of the package: their own images (a folder, or a tensor), their own resolution, and an encoder
 that leaves as a plain state dict. Each test fails if the feature it names is broken."""
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -96,14 +95,12 @@ def test_stl10_keeps_its_96_pixels(tmp_path):
 
 
 LOAD_WITHOUT_SSL_AE = textwrap.dedent('''
-    import sys; sys.modules["ssl_ae"] = None   # importing ssl_ae now fails: only torch and torchvision may be used
-    import json, torch, torchvision
-    info = json.load(open(sys.argv[1].replace(".pt", ".json")))  # beside the weights: input, and how to rebuild the net
+    import json, torch, torchvision           # run with sys.modules["ssl_ae"] = None: importing ssl_ae fails
+    info = json.load(open(weights.replace(".pt", ".json")))  # beside the weights: input, and how to rebuild the net
     exec(info["build"])                        # the line of torch/torchvision code it carries: it defines m
-    m.load_state_dict(torch.load(sys.argv[1], weights_only=True)); m.eval()  # the weights: a plain state dict
-    x = torch.load(sys.argv[2], weights_only=True)
+    m.load_state_dict(torch.load(weights, weights_only=True)); m.eval()  # the weights: a plain state dict
     mean, std = torch.tensor(info["mean"]).view(1, 3, 1, 1), torch.tensor(info["std"]).view(1, 3, 1, 1)
-    with torch.no_grad(): torch.save(m((x - mean) / std), sys.argv[3])
+    with torch.no_grad(): features = m((x - mean) / std)
 ''')
 
 
@@ -118,11 +115,11 @@ def test_export_leaves_an_encoder_that_torchvision_alone_loads(tmp_path, backbon
     status, out, err = in_process("export", str(run / "last.pt"), str(tmp_path / "encoder.pt"))
     assert status == 0 and f"{backbone} encoder" in out, err
     x = torch.rand(4, 3, 32, 32)
-    torch.save(x, tmp_path / "x.pt")
-    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_SSL_AE, str(tmp_path / "encoder.pt"), str(tmp_path / "x.pt"), str(tmp_path / "f.pt")],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    loader = {"weights": str(tmp_path / "encoder.pt"), "x": x}
+    with pytest.MonkeyPatch.context() as mp:  # in this process (no second torch start-up), with ssl_ae made unimportable
+        mp.setitem(sys.modules, "ssl_ae", None)
+        exec(LOAD_WITHOUT_SSL_AE, loader)
     with torch.no_grad(): ours = load_method(run / "last.pt").features(x)
-    torch.testing.assert_close(torch.load(tmp_path / "f.pt"), ours, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loader["features"], ours, atol=1e-5, rtol=1e-5)
     status, _, err = in_process("export", str(tmp_path / "nowhere.pt"), str(tmp_path / "e.pt"))
     assert status == 2 and err.strip().count("\n") == 0
