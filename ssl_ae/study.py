@@ -240,14 +240,15 @@ def _fingerprint() -> str:
 
 def arithmetic_fingerprint() -> dict:
     """What the code computes where results are made: the digits as loaded, a probe, two `cpu`-recipe steps of every
-    method (`_fingerprint_parts`), on one thread; once per process (about 10 s on a CPU)."""
+    method (`_fingerprint_parts`), on one thread; once per process (a few seconds on a CPU)."""
     return json.loads(_fingerprint())
 
 def arithmetic_differs(a: dict, b: dict) -> list[str]:
-    "The parts in which fingerprints `a` and `b` differ beyond float noise: hashes, probe ±0.01, losses ±0.1 % (≥ 0.001)."
+    "Parts in which fingerprints `a` and `b` differ beyond float noise: hashes, probe ±0.01, losses ±0.1 % (≥ 0.001)."
     def close(x, y, key):
         if isinstance(x, str) or isinstance(y, str): return x == y
-        if isinstance(x, list) and isinstance(y, list): return len(x) == len(y) and all(close(u, v, key) for u, v in zip(x, y))
+        if isinstance(x, list) and isinstance(y, list):
+            return len(x) == len(y) and all(close(u, v, key) for u, v in zip(x, y))
         if not isinstance(x, (int, float)) or not isinstance(y, (int, float)): return False
         return abs(x - y) <= (0.01 if key == "probe" else 1e-3 * max(1.0, abs(y)))
     return sorted(k for k in set(a) | set(b) if k not in a or k not in b or not close(a[k], b[k], k))
