@@ -302,7 +302,7 @@ def save(self: Study):
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs" +
         (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), threads=torch.get_num_threads(),
         wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
-    if self.computed or "fingerprint" not in m: m.update(_provenance(self.scale))  # when its records were computed
+    if self.computed: m.update(_provenance(self.scale))  # only code that computed records vouches for them
     self.folder.mkdir(parents=True, exist_ok=True)
     tmp = self.path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")

@@ -78,3 +78,18 @@ def test_the_fingerprint_sees_a_change_of_arithmetic(monkeypatch):
     dae_loss = losses.dae_loss
     monkeypatch.setattr(losses, "dae_loss", lambda *a, **k: dae_loss(*a, **k) * 1.01)
     assert arithmetic_differs(before, _fingerprint_parts(methods=("dae",))) == ["dae"]
+
+
+def test_a_study_does_not_mix_records_of_two_arithmetics(tmp_path, fingerprint):
+    "Records loaded from a file of another arithmetic may be read, but no new record joins them; ours may."
+    other = {**fingerprint, "dae": [v * 1.05 for v in fingerprint["dae"]]}
+    for stored, allowed in ((other, False), (fingerprint, True)):
+        folder = tmp_path / str(allowed)
+        folder.mkdir()
+        (folder / "demo_cpu.json").write_text(json.dumps({"meta": {"fingerprint": stored}, "records": {"old": {"x": 1}},
+                                                          "claims": {}, "figures": []}))
+        s = Study("demo", "cpu", folder)
+        assert s.record("old", lambda: {"x": 2}) == {"x": 1}  # loaded, whatever computed it
+        if allowed: assert s.record("new", lambda: {"x": 3})["x"] == 3
+        else:
+            with pytest.raises(ValueError, match="other arithmetic .*dae"): s.record("new", lambda: {"x": 3})
