@@ -37,24 +37,27 @@ def write_photos(root: Path, seed: int = 0, per_class: int = 10):
 
 
 def run_readme_examples(python: str, bin_dir: Path, cwd: Path):
-    """Run the section's commands and examples exactly as printed, in order, in `cwd` beside a small `photos` folder:
-    `ssl_ae pretrain` on it, the own-loop example (three finite losses), `ssl_ae export`, and the five lines that load the
-    export with torch and torchvision alone."""
+    """Run the section's commands and examples exactly as printed, in `cwd` beside a small `photos` folder:
+    `ssl_ae pretrain` on it and `ssl_ae export` (each through the console script), then the own-loop example (three
+    finite losses) and the five lines that load the export with torch and torchvision alone, each in a namespace of
+    its own in one Python process (a second torch start-up would prove nothing more; the loop does not need the export,
+    so running the commands first changes nothing)."""
     write_photos(cwd / "photos", per_class=4)  # 8 training images: batch 4, the CPU's small network, 200 short epochs
     blocks = readme_blocks()
     assert [k for k, _ in blocks] == ["sh", "python", "sh", "python"], blocks
-    for kind, code in blocks:
-        if kind == "sh":
-            for line in code.strip().splitlines():
-                run = subprocess.run(line.replace("ssl_ae ", f"{bin_dir / 'ssl_ae'} ", 1), shell=True, capture_output=True,
-                                     text=True, cwd=cwd, timeout=600)
-                assert run.returncode == 0, f"{line}: {run.stderr[-2000:]}"
-        else:
-            run = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
-            assert run.returncode == 0, run.stderr[-2000:]
-            if "sidae_loss" in code:
-                losses = [float(m) for m in re.findall(r"loss ([0-9.]+)", run.stdout)]
-                assert len(losses) == 3 and all(l == l for l in losses), run.stdout
+    for line in (l for kind, code in blocks if kind == "sh" for l in code.strip().splitlines()):
+        run = subprocess.run(line.replace("ssl_ae ", f"{bin_dir / 'ssl_ae'} ", 1), shell=True, capture_output=True,
+                             text=True, cwd=cwd, timeout=600)
+        assert run.returncode == 0, f"{line}: {run.stderr[-2000:]}"
+    examples = [code for kind, code in blocks if kind == "python"]
+    driver = ("import sys\nfor i, code in enumerate(sys.argv[1:]):\n"
+              "    print(f'=== example {i}')\n    exec(code, {'__name__': '__main__'})\n")
+    run = subprocess.run([python, "-c", driver, *examples], capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    loop = run.stdout.split("=== example 1")[0]
+    losses = [float(m) for m in re.findall(r"loss ([0-9.]+)", loop)]
+    assert "sidae_loss" in examples[0] and len(losses) == 3 and all(l == l for l in losses), run.stdout
+    assert "=== example 1" in run.stdout and "load_state_dict" in examples[1]
     summary = json.loads((cwd / "runs" / "photos" / "summary.json").read_text())
     assert summary["probe_accuracy"] is not None and summary["config"]["batch_size"] == 4, summary  # 8 images: batch 4
     assert (cwd / "encoder.pt").exists() and (cwd / "encoder.json").exists()
