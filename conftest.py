@@ -45,7 +45,9 @@ from testdevice import DEVICE  # noqa: E402
 
 
 def pytest_xdist_auto_num_workers(config):
-    "`-n auto`: on up to 4 cores a worker per core and one more (see the module's docstring); else one per core."
+    """`-n auto`: PYTEST_XDIST_AUTO_NUM_WORKERS when set (as pytest-xdist's own default honours it); else on up to 4
+    cores a worker per core and one more (see the module's docstring), and one per core on more."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"): return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
     cores = os.cpu_count() or 1
     return cores + 1 if cores <= 4 else cores
 

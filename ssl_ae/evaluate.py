@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import tempfile
 import time
 import dataclasses
@@ -25,9 +26,10 @@ from .train import Config, Trainer, load_checkpoint, method_of, plot_history, sa
 from .features import eval_mode, extract_features, knn_accuracy
 
 # %% auto #0
-__all__ = ['recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'probe_table', 'augmented_probe', 'probe_images',
-           'markdown_table', 'fine_tune', 'supervised_baseline', 'kmeans_inertia', 'view_similarity', 'retrieval',
-           'load_method', 'accuracy_curve', 'seeded_views', 'reconstruct_views', 'plot_reconstructions', 'random_init',
+__all__ = ['SUPERVISED_GRID', 'recalibrate_bn', 'encoder_features', 'linear_probe', 'mean_se', 'labelled_indices', 'probe_table',
+           'augmented_probe', 'probe_images', 'markdown_table', 'fine_tune', 'supervised_baseline', 'supervised_config',
+           'supervised_accuracy', 'tuned_supervised', 'kmeans_inertia', 'view_similarity', 'retrieval', 'load_method',
+           'accuracy_curve', 'seeded_views', 'reconstruct_views', 'plot_reconstructions', 'random_init',
            'pretrain_and_evaluate', 'export_backbone']
 
 # %% ../nbs/13_evaluate.ipynb #d986b608
@@ -101,7 +103,7 @@ def mean_se(values) -> tuple[float, float]:
     v = torch.tensor(list(values), dtype=torch.float64)
     return v.mean().item(), (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
 
-def _labelled(labels: torch.Tensor, fraction: float = 1.0, seed: int = 0) -> torch.Tensor:
+def labelled_indices(labels: torch.Tensor, fraction: float = 1.0, seed: int = 0) -> torch.Tensor:
     """Indices, on the CPU, of the labelled rows (`fraction` < 1: a class-stratified subset of them); CPU indices select
     rows of a tensor on any device."""
     return label_subset(labels, fraction, seed) if fraction < 1 else (labels.cpu() >= 0).nonzero().squeeze(1)
@@ -116,7 +118,7 @@ def probe_table(train_features, train_labels, test_features, test_labels,
     `subset_seed`."""
     table = {}
     for frac in fractions:
-        idx = _labelled(train_labels, frac, subset_seed)
+        idx = labelled_indices(train_labels, frac, subset_seed)
         table[frac] = mean_se(
             linear_probe(train_features[idx], train_labels[idx], test_features, test_labels, protocol, seed)
             for seed in seeds)
@@ -138,7 +140,7 @@ def augmented_probe(method: nn.Module, # a trained method; it is not changed
     if p.augment is None:
         raise ValueError("this protocol trains on clean images; use linear_probe on cached features (probe_images "
                          "does).")
-    keep = _labelled(train_labels)
+    keep = labelled_indices(train_labels)
     x, y = train_images[keep], train_labels[keep]
     enc = recalibrate_bn(method, x) if p.recalibrate else method
     device = device or next(enc.parameters()).device
@@ -163,7 +165,7 @@ def probe_images(method: nn.Module, train_images, train_labels, test_images, tes
         return probe_table(ftr, train_labels, fte, test_labels, fractions, seeds, p, subset_seed)
     table = {}
     for frac in fractions:
-        idx = _labelled(train_labels, frac, subset_seed)
+        idx = labelled_indices(train_labels, frac, subset_seed)
         table[frac] = mean_se(
             augmented_probe(method, train_images[idx], train_labels[idx], test_images, test_labels, p, seed)
             for seed in seeds)
@@ -210,7 +212,7 @@ def fine_tune(method: nn.Module, # a pretrained method (its backbone and normali
     p = as_protocol(protocol)
     device = device or next(method.parameters()).device
     m = copy.deepcopy(method).to(device)
-    keep = _labelled(train_labels)
+    keep = labelled_indices(train_labels)
     torch.manual_seed(seed)
     head = nn.Linear(m.backbone.out_dim, int(train_labels.max()) + 1).to(device)
     opt = _probe_optimizer([*m.backbone.parameters(), *head.parameters()], p)
@@ -236,12 +238,64 @@ def supervised_baseline(dataset: str = "toy", data: str = "data", label_fraction
                  out=config.pop("out", tempfile.mkdtemp()), **config)
     trainer = Trainer(cfg, progress=False)
     trainer.fit()
-    x, y = load_dataset(dataset, data, "test")
+    return _classifier_accuracy(trainer, *load_dataset(dataset, data, "test"))
+
+def _classifier_accuracy(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> float:
+    "Accuracy of a trained supervised network on uint8 images `x` with labels `y`."
     m = trainer.method.eval()
     with torch.no_grad():
         pred = torch.cat(
             [m.classifier(m.features(b.to(trainer.device).float() / 255)).argmax(1) for b in x.split(1024)])
     return (pred == y.to(trainer.device)).float().mean().item()
+
+# %% ../nbs/13_evaluate.ipynb #03aeddef
+SUPERVISED_GRID = (  # overrides of the pretraining config; without "augment", the pretraining augmentation
+    {"augment": "none", "lr": 1e-3}, {"augment": "none", "lr": 3e-3}, {"lr": 1e-3},
+)
+
+def supervised_config(config: Config, # the pretraining run's config: backbone, batch, optimiser, seed
+                      n_images: int, # labelled images it will train on
+                      steps: int, # optimiser steps, whatever the number of images
+                      **overrides) -> Config:
+    "`config` as the supervised method on `n_images` labelled images in memory, for `steps` steps."
+    c = dataclasses.replace(config.resolved(), **overrides)
+    batch = min(c.batch_size, n_images)
+    epochs = max(1, math.ceil(steps / max(1, n_images // batch)))
+    return dataclasses.replace(c, method="supervised", options={}, limit=None, label_fraction=1.0, batch_size=batch,
+                               epochs=epochs, warmup_epochs=0, keep_every=0, knn_every=0, checkpoint_every=epochs,
+                               out=tempfile.mkdtemp())
+
+# %% ../nbs/13_evaluate.ipynb #131724d7
+def supervised_accuracy(train_images: torch.Tensor, train_labels: torch.Tensor, # uint8 (N, 3, H, W), int64 (N,)
+                        test_images: torch.Tensor, test_labels: torch.Tensor,
+                        config: Config) -> float:
+    "Test accuracy of `config`'s network trained from scratch with labels on the images given (`supervised_config`)."
+    trainer = Trainer(config, progress=False, images=(train_images, train_labels))
+    try:
+        trainer.fit()
+        return _classifier_accuracy(trainer, test_images, test_labels)
+    finally: shutil.rmtree(config.out, ignore_errors=True)
+
+# %% ../nbs/13_evaluate.ipynb #fb7c2db3
+def tuned_supervised(train_images: torch.Tensor, train_labels: torch.Tensor, # the labelled images (a fraction's subset)
+                     test_images: torch.Tensor, test_labels: torch.Tensor,
+                     config: Config, steps: int, # the pretraining config and the step budget of every training
+                     grid=SUPERVISED_GRID, holdout: float = 0.2, seed: int = 0) -> dict:
+    """Choose a recipe of `grid` on a held-out, class-stratified `holdout` share of the labelled images, retrain it on
+    all of them and test: {"accuracy", "recipe", "validation" (one score per recipe)}. A class with a single
+    labelled image keeps it for training; with nothing to hold out, the first recipe is taken untried (validation
+    None)."""
+    counts = torch.bincount(train_labels.cpu().clamp(min=0))
+    val = [i for i in label_subset(train_labels, holdout, seed=seed).tolist() if counts[train_labels[i]] > 1]
+    rest = torch.ones(len(train_labels), dtype=torch.bool); rest[val] = False
+    fit_on, val = rest.nonzero().squeeze(1), torch.tensor(val, dtype=torch.long)
+    scores = [supervised_accuracy(train_images[fit_on], train_labels[fit_on], train_images[val], train_labels[val],
+                                  supervised_config(config, len(fit_on), steps, **g)) if len(val) else None
+              for g in grid]
+    best = grid[max(range(len(grid)), key=lambda i: (scores[i] or 0.0, -i))]
+    acc = supervised_accuracy(train_images, train_labels, test_images, test_labels,
+                              supervised_config(config, len(train_labels), steps, **best))
+    return {"accuracy": acc, "recipe": dict(best), "validation": scores}
 
 # %% ../nbs/13_evaluate.ipynb #c91669d5
 def kmeans_inertia(features: torch.Tensor, k: int = 10, iters: int = 50, seed: int = 0,

@@ -26,15 +26,16 @@ from fastcore.basics import patch
 
 import ssl_ae
 from .data import load_dataset
-from .evaluate import mean_se, probe_images, random_init, supervised_baseline
+from .evaluate import (labelled_indices, mean_se, probe_images, random_init, supervised_baseline,
+                              tuned_supervised)
 from .methods import METHODS
 from .papers import as_protocol
 from .recipes import cpu_config
 from .train import RUN_SETTINGS, Config, Trainer, train_or_resume
 
 # %% auto #0
-__all__ = ['RESULTS', 'META_KEYS', 'verdict', 'betainc', 't_cdf', 't_ppf', 'welch', 'holm', 'equivalent', 'judge', 'Study',
-           'arithmetic_fingerprint', 'arithmetic_differs']
+__all__ = ['RESULTS', 'META_KEYS', 'LEVEL', 'verdict', 'betainc', 't_cdf', 't_ppf', 'welch', 'paired_t', 'holm', 'equivalent',
+           'f_cdf', 'f_test', 'judge', 'Study', 'arithmetic_fingerprint', 'arithmetic_differs']
 
 # %% ../nbs/14_study.ipynb #fff2880e
 def verdict(a: tuple[float, float], # (mean, standard error) of the side the claim says is higher
@@ -115,6 +116,24 @@ def welch(a: list, # one number per run (e.g. accuracies over seeds) of the side
     return {"difference": d, "se": se, "df": df, "t": t, "p": p, "low": d - half, "high": d + half, "level": level,
             "n": (na, nb)}
 
+# %% ../nbs/14_study.ipynb #23cbfcd2
+def paired_t(a: list, # one number per seed of the side the claim says is higher
+             b: list, # the other side's, for the same seeds in the same order
+             level: float = 0.95) -> dict:
+    "The paired t test of mean(a − b): the difference, its s.e., ν = n − 1, t, the two-sided p-value and the interval."
+    if len(a) != len(b): raise ValueError(f"a paired test needs one number per seed on each side; got {len(a)} and {len(b)}.")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    n, mean = len(d), sum(d) / max(len(d), 1)
+    if n < 2:
+        return {"difference": mean, "se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan, "low": math.nan,
+                "high": math.nan, "level": level, "n": (n, n)}
+    se = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1) / n)
+    if se == 0: t, p = (math.copysign(math.inf, mean) if mean else 0.0), (0.0 if mean else 1.0)
+    else: t = mean / se; p = min(1.0, 2 * (1 - t_cdf(abs(t), n - 1)))
+    half = t_ppf(1 - (1 - level) / 2, n - 1) * se
+    return {"difference": mean, "se": se, "df": n - 1, "t": t, "p": p, "low": mean - half, "high": mean + half,
+            "level": level, "n": (n, n)}
+
 # %% ../nbs/14_study.ipynb #2fc80db3
 def holm(pvalues: list) -> list:
     "Holm's step-down adjustment: p-values that control the chance of any false rejection among all of them."
@@ -126,32 +145,54 @@ def holm(pvalues: list) -> list:
     return adjusted
 
 def equivalent(a: list, b: list, margin: float, # the largest difference that counts as "the same", stated in advance
-               level: float = 0.95) -> dict:
+               level: float = 0.95, paired: bool = False) -> dict:
     """Two one-sided tests: the two sides are shown equivalent at `level` when the 1 − 2α interval of the difference
     lies inside ±margin."""
-    w = welch(a, b, 1 - 2 * (1 - level))
+    w = (paired_t if paired else welch)(a, b, 1 - 2 * (1 - level))
     return {**w, "margin": margin, "equivalent": bool(-margin < w["low"] and w["high"] < margin)}
+
+# %% ../nbs/14_study.ipynb #1d26d3c7
+def f_cdf(x: float, d1: float, d2: float) -> float:
+    "P(F ≤ x) for Fisher's F with (d1, d2) degrees of freedom."
+    return 0.0 if x <= 0 else betainc(d1 / 2, d2 / 2, d1 * x / (d1 * x + d2))
+
+def f_test(a: list, # per-run numbers of the side the claim says is steadier
+           b: list) -> dict:
+    "The variance ratio s_b² / s_a², its degrees of freedom and the two-sided p-value of equal variances."
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) < 2 or len(b) < 2:
+        return {"ratio": math.nan, "sd": (math.nan, math.nan), "df": (len(b) - 1, len(a) - 1), "p": math.nan}
+    var = lambda v: sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)
+    va, vb = var(a), var(b)
+    d1, d2 = len(b) - 1, len(a) - 1
+    if va == 0 or vb == 0:
+        ratio = math.inf if va == 0 < vb else 0.0 if vb == 0 < va else 1.0
+        return {"ratio": ratio, "sd": (math.sqrt(va), math.sqrt(vb)), "df": (d1, d2), "p": 1.0 if ratio == 1 else 0.0}
+    ratio = vb / va
+    c = f_cdf(ratio, d1, d2)
+    return {"ratio": ratio, "sd": (math.sqrt(va), math.sqrt(vb)), "df": (d1, d2), "p": min(1.0, 2 * min(c, 1 - c))}
 
 # %% ../nbs/14_study.ipynb #403f085d
 def judge(a: list, b: list, # per-run numbers of the two sides (a: the side the claim says is higher)
           expect: str = ">", # ">": a is higher; "≈": the two are the same (needs `margin`)
           level: float = 0.95, margin: float | None = None,
           p_adjusted: float | None = None, # the claim's p-value after a multiplicity adjustment (`holm`), if any
+          paired: bool = False, # a[i] and b[i] share a seed's draws: the paired t test, else Welch's
          ) -> dict:
-    "Welch's test of the claim and its verdict: holds, reversed, no difference detected, or equivalent within ±margin."
+    "The t test of the claim and its verdict: holds, reversed, no difference detected, or equivalent within ±margin."
     if expect not in (">", "≈"): raise ValueError(f"expect must be '>' or '≈'; got {expect!r}.")
     if expect == "≈" and margin is None: raise ValueError("an equality claim needs margin, the difference that counts "
                                                           "as the same, stated in advance (e.g. margin=1.0 point).")
-    w = welch(a, b, level)
-    if math.isnan(w["p"]): return {**w, "verdict": "needs ≥ 2 runs per side"}
+    w = (paired_t if paired else welch)(a, b, level)
+    if math.isnan(w["p"]): return {**w, "paired": paired, "verdict": "needs ≥ 2 runs per side"}
     alpha, p = 1 - level, w["p"] if p_adjusted is None else p_adjusted
     if expect == "≈":
-        eq = equivalent(a, b, margin, level)["equivalent"]
+        eq = equivalent(a, b, margin, level, paired)["equivalent"]
         word = f"equivalent within ±{margin:g}" if eq else "no difference detected" if w["p"] >= alpha else "differ"
     else:
         word = ("no difference detected" if p >= alpha or w["low"] <= 0 <= w["high"]
                 else "holds" if w["difference"] > 0 else "reversed")
-    return {**w, "p_adjusted": p_adjusted, "margin": margin, "verdict": word}
+    return {**w, "p_adjusted": p_adjusted, "margin": margin, "paired": paired, "verdict": word}
 
 # %% ../nbs/14_study.ipynb #aa5c6de7
 RESULTS = Path("results")  # where studies keep their files, relative to the notebook that runs them
@@ -190,6 +231,7 @@ class Study:
             self.saved = json.loads(self.path.read_text())
             self.data = {**self.saved, "claims": {}, "figures": []}  # recomputed by every execution, so none goes stale
         self.computed = []  # keys computed (not loaded) in this session
+        self.legacy = False  # the design of results committed before issue 22 (`setup`)
 
     def __repr__(self):
         return f"Study({self.name!r}, {self.scale!r}): {len(self.data['records'])} records in {self.path}"
@@ -301,7 +343,8 @@ def save(self: Study):
         torch=torch.__version__, python=platform.python_version(), ssl_ae=ssl_ae.__version__,
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs" +
         (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), threads=torch.get_num_threads(),
-        wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1))
+        wall_time_s=round(sum(r.get("seconds", 0) for r in self.records.values()), 1),
+        training_s=round(sum(r.get("train_s", 0) for r in self.records.values()), 1))  # of every run, reused or not
     if self.computed: m.update(_provenance(self.scale))  # only code that computed records vouches for them
     self.folder.mkdir(parents=True, exist_ok=True)
     tmp = self.path.with_suffix(".json.tmp")
@@ -310,43 +353,123 @@ def save(self: Study):
 
 # %% ../nbs/14_study.ipynb #dfe037fe
 def _get(record: dict, field: str):
-    for part in field.split("."): record = record[part]
+    "A number at a dotted path (`accuracy.few`, `curve.all.0`), or a difference of two (`accuracy.all - accuracy.few`)."
+    if " - " in field:
+        first, second = field.split(" - ")
+        return _get(record, first) - _get(record, second)
+    for part in field.split("."): record = record[int(part)] if isinstance(record, list) else record[part]
     return record
 
 @patch
-def stat(self: Study, keys, field: str) -> tuple[float, float]:
-    "(mean, standard error) of `field` over the records `keys` (one per pretraining run)."
+def values(self: Study, keys, field: str) -> list[float]:
+    "`field` of each record in `keys` (one per pretraining run)."
     missing = [k for k in keys if k not in self.records]
     if missing:
         raise KeyError(f"{self.name} ({self.scale}) has no records {missing}; compute them with record() first.")
-    return mean_se(_get(self.records[k], field) for k in keys)
+    return [float(_get(self.records[k], field)) for k in keys]
+
+@patch
+def stat(self: Study, keys, field: str) -> tuple[float, float]:
+    "(mean, standard error) of `field` over the records `keys`."
+    return mean_se(self.values(keys, field))
 
 # %% ../nbs/14_study.ipynb #7f47855c
+LEVEL = 0.95  # every interval and test of a study: two-sided 95 %, Holm-adjusted over the study's claims
+
 @patch
 def claim(self: Study, text: str, # the paper's claim, in words
-           a_keys, b_keys, # the runs of the side the claim says is higher (or equal), and of the other side
-           field: str, # the number compared, e.g. "accuracy.few"
-           expect: str = ">", scale: float = 100.0, # report differences in % (accuracies are stored as fractions)
-          ) -> dict:
-    "Compare two entries with `verdict`, store the result under `text`, and return it."
+          a_keys, b_keys, # the runs of the side the claim says is higher (or equal, or steadier), and of the other
+          field: str, # the number compared, e.g. "accuracy.few" (see `values`)
+          expect: str = ">", # ">": a is higher; "≈": the same within ±margin; "steadier": a varies less over runs
+          margin: float | None = None, # for "≈": the difference that counts as the same, in reported units
+          b_field: str | None = None, # b's number, when it differs from a's (e.g. an earlier checkpoint of a run)
+          scale: float = 100.0, # report in % (accuracies are stored as fractions)
+         ) -> dict:
+    """Test a claim on per-run numbers (paired by seed when both sides are the same seeds), store it under `text`, and
+    adjust every claim of the study for the others (Holm)."""
+    if self.legacy: return self._legacy_claim(text, a_keys, b_keys, field, expect, scale)
+    if expect not in (">", "≈", "steadier"):
+        raise ValueError(f"expect must be '>', '≈' or 'steadier'; got {expect!r}.")
+    a = [scale * v for v in self.values(a_keys, field)]
+    b = [scale * v for v in self.values(b_keys, b_field or field)]
+    seeds = [[re.search(r"seed(\d+)$", k) for k in keys] for keys in (a_keys, b_keys)]
+    paired = expect != "steadier" and all(seeds[0] + seeds[1]) and [m.group(1) for m in seeds[0]] == [
+        m.group(1) for m in seeds[1]]  # the same seeds in the same order: the same label draws on both sides
+    self.data["claims"][text] = {"field": field, "b_field": b_field, "expect": expect, "margin": margin,
+                                 "paired": paired, "keys": {"a": list(a_keys), "b": list(b_keys)},
+                                 "runs": {"a": a, "b": b}}
+    self._adjust()
+    return self.data["claims"][text]
+
+# %% ../nbs/14_study.ipynb #8d47509a
+@patch
+def _adjust(self: Study):
+    "Test every claim again, adjusting the directional and stability claims for one another (Holm)."
+    claims = {t: c for t, c in self.data["claims"].items() if "runs" in c}
+    tests = {t: f_test(c["runs"]["a"], c["runs"]["b"]) if c["expect"] == "steadier" else
+             (paired_t if c["paired"] else welch)(c["runs"]["a"], c["runs"]["b"], LEVEL) for t, c in claims.items()}
+    family = [t for t, c in claims.items() if c["expect"] != "≈" and tests[t]["p"] == tests[t]["p"]]
+    adjusted = dict(zip(family, holm([tests[t]["p"] for t in family])))
+    for t, c in claims.items():
+        a, b, p_holm = c["runs"]["a"], c["runs"]["b"], adjusted.get(t)
+        if c["expect"] == "steadier":
+            f = tests[t]
+            word = ("needs ≥ 2 runs per side" if p_holm is None else "no difference detected" if p_holm >= 1 - LEVEL
+                    else "holds" if f["ratio"] > 1 else "reversed")
+            out = {**f, "difference": mean_se(a)[0] - mean_se(b)[0], "verdict": word}
+        else: out = judge(a, b, c["expect"], LEVEL, c["margin"], p_holm, c["paired"])
+        (ma, sa), (mb, sb) = mean_se(a), mean_se(b)
+        c.update(_clean({**{k: v for k, v in out.items() if k not in ("n", "p_adjusted")}, "a": [ma, sa],
+                         "b": [mb, sb], "n": [len(a), len(b)], "p_holm": p_holm, "family": len(family)}))
+
+@patch
+def _legacy_claim(self: Study, text, a_keys, b_keys, field, expect, scale) -> dict:
+    "A claim under the rule of the results committed before issue 22 (`verdict`: |z| ≥ 2), for `legacy` studies."
     a, b = self.stat(a_keys, field), self.stat(b_keys, field)
     v = verdict(a, b, expect)
-    out = {
+    self.data["claims"][text] = _clean({
         "a": [scale * a[0], scale * a[1]], "b": [scale * b[0], scale * b[1]], "n": [len(a_keys), len(b_keys)],
-        "field": field, "expect": expect, **{k: scale * v[k] if k in ("difference", "se") else v[k] for k in v}
-    }
-    self.data["claims"][text] = _clean(out)
+        "field": field, "expect": expect, **{k: scale * v[k] if k in ("difference", "se") else v[k] for k in v}})
     return self.data["claims"][text]
 
 # %% ../nbs/14_study.ipynb #b1ba0218
+def _p(v) -> str: return "–" if v is None or v != v else "< 0.001" if v < 0.001 else f"{v:.3f}"
+
 @patch
 def claims_table(self: Study) -> list[dict]:
-    "One row per claim: the two means, their difference in standard errors and the verdict."
-    return [{
-        "claim": t, "ours": f"{c['a'][0]:.1f} vs {c['b'][0]:.1f}", "difference": f"{c['difference']:+.1f} ± "
-                                                                                 f"{c['se']:.1f}",
+    """One row per claim: the two sides (mean over n runs), the difference with its 95 % interval and Welch's degrees
+    of freedom (or the spreads and their F test), p before and after Holm's adjustment, and the verdict."""
+    if self.legacy: return [{
+        "claim": t, "ours": f"{c['a'][0]:.1f} vs {c['b'][0]:.1f}",
+        "difference": f"{c['difference']:+.1f} ± {c['se']:.1f}",
         "z": "–" if c["z"] is None or not math.isfinite(c["z"]) else f"{c['z']:+.1f}", "verdict": c["verdict"]
     } for t, c in self.data["claims"].items()]
+    rows = []
+    for t, c in self.data["claims"].items():
+        if c["expect"] == "steadier":
+            sd, df = c["sd"], c["df"]
+            test = f"s.d. {sd[0]:.2f} vs {sd[1]:.2f}: ratio of variances {c['ratio']:.1f}, F({df[0]}, {df[1]})"
+        else:
+            test = (f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}], ν = {c['df']:.1f}" +
+                    (" (paired)" if c["paired"] else " (Welch)") + (f"; margin ±{c['margin']:g}" if c["expect"] == "≈" else ""))
+        rows.append({"claim": t, "ours (runs)": f"{c['a'][0]:.2f} vs {c['b'][0]:.2f} ({c['n'][0]}, {c['n'][1]})",
+                     "difference [95 % interval], ν": test, "p": _p(c["p"]), "p, Holm": _p(c["p_holm"]),
+                     "verdict": c["verdict"]})
+    return rows
+
+# %% ../nbs/14_study.ipynb #df31b514
+@patch
+def paper_claims(self: Study, rows: list[dict]) -> list[dict]:
+    "Every claim of the paper, each with the verdict of the study's claim that tests it or why it is not tested."
+    out = []
+    for r in rows:
+        if ("test" in r) == ("why" in r): raise ValueError(f"give a claim either test or why, not both or neither: {r}")
+        if "test" in r:
+            c = self.data["claims"].get(r["test"])
+            out.append({**r, "verdict": c["verdict"] if c else "not run at this scale"})
+        else: out.append({**r, "verdict": f"not tested: {r['why']}"})
+    self.data["paper_claims"] = _clean(out)
+    return out
 
 # %% ../nbs/14_study.ipynb #d7440b19
 @patch
@@ -403,14 +526,23 @@ def check_like(self: Study, other: Study):
 # %% ../nbs/14_study.ipynb #f946715f
 @patch
 def setup(self: Study, data: tuple, # (train images, train labels, test images, test labels) for the probes
-           fractions: dict, # {name: share of the labels}, e.g. {"all": 1.0, "few": 0.01}
-           protocol, # the linear protocol (a name of `PROTOCOLS` or a `Protocol`)
-           borrow: tuple = (), # names of other studies at the same scale whose identical runs may be reused
-          ) -> Study:
-    "Give the study its probe data, label fractions and protocol; returns the study."
-    self.probe_data, self.fractions, self.protocol = data, dict(fractions), protocol
+          fractions: dict, # {name: share of the labels}, e.g. {"all": 1.0, "few": 0.01}
+          protocol, # the linear protocol (a name of `PROTOCOLS` or a `Protocol`)
+          borrow: tuple = (), # names of other studies at the same scale whose identical runs may be reused
+          legacy: bool = False, # the design of results committed before issue 22, until a tutorial is regenerated
+         ) -> Study:
+    """Give the study its probe data, label fractions and protocol; returns the study. Each run is probed on the label
+    subset and with the classifier seed of its own seed, its supervised row is `tuned_supervised`'s, and claims are
+    judged with t tests (paired by seed where they can be) and Holm's adjustment; `legacy` keeps one fixed subset and probe seed for every run, the
+    supervised row trained with the pretraining recipe, and `verdict`'s rule."""
+    self.probe_data, self.fractions, self.protocol, self.legacy = data, dict(fractions), protocol, legacy
     self.lenders = [Study(n, self.scale, self.folder) for n in borrow]
-    return self.describe(fractions=self.fractions)
+    design = ("one label subset and probe seed (0) for every run; supervised row with the pretraining recipe; "
+              "verdicts at |z| ≥ 2" if legacy else
+              "each run probed on the label subset and with the classifier seed of its own seed; supervised row "
+              "tuned on a held-out fifth of its labels; t tests at 95 % (paired by seed when both sides are the same "
+              "seeds, else Welch's), Holm-adjusted over the study's claims")
+    return self.describe(fractions=self.fractions, design=design)
 
 # %% ../nbs/14_study.ipynb #f254fe98
 _RUN_FIELDS = ("accuracy", "train_s", "loss", "config", "protocol", "seconds")  # what every pretraining record holds
@@ -429,12 +561,17 @@ def _settings(config: Config) -> dict:
 
 # %% ../nbs/14_study.ipynb #811b51d8
 @patch
-def probe(self: Study, method, protocol=None) -> dict:
-    """{fraction name: linear accuracy} of `method`'s frozen encoder under the study's protocol (or `protocol`), one
-    probe seed."""
+def probe(self: Study, method, protocol=None, seed: int = 0) -> dict:
+    """{fraction name: linear accuracy} of `method`'s frozen encoder under the study's protocol (or `protocol`): the
+    label subset and the classifier drawn with `seed`."""
     names, fracs = list(self.fractions), tuple(self.fractions.values())
-    table = probe_images(method, *self.probe_data, fracs, (0,), protocol or self.protocol)
+    table = probe_images(method, *self.probe_data, fracs, (seed,), protocol or self.protocol, subset_seed=seed)
     return {n: table[f][0] for n, f in zip(names, fracs)}
+
+@patch
+def probe_seed(self: Study, config: Config) -> int:
+    "The seed of a run's label subsets and probe classifiers: the run's own (0 for every run in a `legacy` study)."
+    return 0 if self.legacy else config.seed
 
 # %% ../nbs/14_study.ipynb #a83c7b6f
 @patch
@@ -446,13 +583,15 @@ def pretrain(self: Study, key: str, config: Config, extra: Callable | None = Non
     if key not in self.records and extra is None:
         for lender in self.lenders:  # an identical run probed identically in another study
             r = lender.records.get(key)
-            if r is not None and r.get("config") == settings and r.get("protocol") == probe_with:
+            same_design = lender.data["meta"].get("design") == self.data["meta"].get("design")
+            if r is not None and same_design and r.get("config") == settings and r.get("protocol") == probe_with:
                 self.records[key] = {k: v for k, v in r.items() if k in _RUN_FIELDS}  # without the lender's extras
                 self.save(); return self.records[key]
     def compute():
         t = train_or_resume(config, progress=False)
         r = {
-            "accuracy": self.probe(t.method, protocol), "train_s": sum(h["seconds"] for h in t.history),
+            "accuracy": self.probe(t.method, protocol, self.probe_seed(config)),
+            "train_s": sum(h["seconds"] for h in t.history),
             "loss": t.history[-1]["loss"], "config": settings, "protocol": probe_with
         }
         if extra: r.update(extra(t))
@@ -467,17 +606,27 @@ def random(self: Study, key: str, config: Config, protocol=None) -> dict:
         c = config.resolved()
         x, y = load_dataset(c.dataset, c.data, c.split)
         if c.limit: x, y = x[: c.limit], y[: c.limit]
-        return {"accuracy": self.probe(random_init(c, x, y), protocol)}
+        return {"accuracy": self.probe(random_init(c, x, y), protocol, self.probe_seed(config))}
     return self.record(key, compute)
 
 # %% ../nbs/14_study.ipynb #5a070298
 @patch
 def supervised(self: Study, key: str, config: Config) -> dict:
-    "Record of the backbone trained with labels from scratch at each fraction, for as many steps as `config` pretrains."
+    """Record of the backbone trained with labels from scratch at each fraction, for as many steps as `config`
+    pretrains: on the run's label subset with the recipe `tuned_supervised` chooses (`legacy`: the pretraining recipe
+    on subset 0)."""
     def compute():
         c = config.resolved()
         n_train = len(load_dataset(c.dataset, c.data, c.split)[0]) if c.limit is None else c.limit
         steps = c.epochs * max(1, n_train // c.batch_size)
+        if not self.legacy:
+            xtr, ytr, xte, yte = self.probe_data
+            out = {"accuracy": {}, "recipe": {}, "validation": {}}
+            for name, f in self.fractions.items():
+                idx = labelled_indices(ytr, f, seed=c.seed)  # the run's subset: the one its probes use
+                r = tuned_supervised(xtr[idx], ytr[idx], xte, yte, c, steps, seed=c.seed)
+                for k in out: out[k][name] = r[k]
+            return out
         out = {}
         for name, f in self.fractions.items():
             n = max(1, round(f * n_train))
