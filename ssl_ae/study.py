@@ -120,8 +120,9 @@ def welch(a: list, # one number per run (e.g. accuracies over seeds) of the side
 def paired_t(a: list, # one number per seed of the side the claim says is higher
              b: list, # the other side's, for the same seeds in the same order
              level: float = 0.95) -> dict:
-    "The paired t test of mean(a − b): the difference, its s.e., ν = n − 1, t, the two-sided p-value and the interval."
-    if len(a) != len(b): raise ValueError(f"a paired test needs one number per seed on each side; got {len(a)} and {len(b)}.")
+    "The paired t test of mean(a − b): the difference, its s.e., ν = n − 1, t, the two-sided p and the interval."
+    if len(a) != len(b):
+        raise ValueError(f"a paired test needs one number per seed on each side; got {len(a)} and {len(b)}.")
     d = [float(x) - float(y) for x, y in zip(a, b)]
     n, mean = len(d), sum(d) / max(len(d), 1)
     if n < 2:
@@ -437,8 +438,8 @@ def _p(v) -> str: return "–" if v is None or v != v else "< 0.001" if v < 0.00
 
 @patch
 def claims_table(self: Study) -> list[dict]:
-    """One row per claim: the two sides (mean over n runs), the difference with its 95 % interval and Welch's degrees
-    of freedom (or the spreads and their F test), p before and after Holm's adjustment, and the verdict."""
+    """One row per claim: the two sides (mean over n runs), the difference with its 95 % interval and degrees of
+    freedom (paired or Welch's t; or the spreads and their F test), p before and after Holm's adjustment, verdict."""
     if self.legacy: return [{
         "claim": t, "ours": f"{c['a'][0]:.1f} vs {c['b'][0]:.1f}",
         "difference": f"{c['difference']:+.1f} ± {c['se']:.1f}",
@@ -451,7 +452,8 @@ def claims_table(self: Study) -> list[dict]:
             test = f"s.d. {sd[0]:.2f} vs {sd[1]:.2f}: ratio of variances {c['ratio']:.1f}, F({df[0]}, {df[1]})"
         else:
             test = (f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}], ν = {c['df']:.1f}" +
-                    (" (paired)" if c["paired"] else " (Welch)") + (f"; margin ±{c['margin']:g}" if c["expect"] == "≈" else ""))
+                    (" (paired)" if c["paired"] else " (Welch)") +
+                    (f"; margin ±{c['margin']:g}" if c["expect"] == "≈" else ""))
         rows.append({"claim": t, "ours (runs)": f"{c['a'][0]:.2f} vs {c['b'][0]:.2f} ({c['n'][0]}, {c['n'][1]})",
                      "difference [95 % interval], ν": test, "p": _p(c["p"]), "p, Holm": _p(c["p_holm"]),
                      "verdict": c["verdict"]})
@@ -533,8 +535,8 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
          ) -> Study:
     """Give the study its probe data, label fractions and protocol; returns the study. Each run is probed on the label
     subset and with the classifier seed of its own seed, its supervised row is `tuned_supervised`'s, and claims are
-    judged with t tests (paired by seed where they can be) and Holm's adjustment; `legacy` keeps one fixed subset and probe seed for every run, the
-    supervised row trained with the pretraining recipe, and `verdict`'s rule."""
+    judged with t tests (paired by seed where they can be) and Holm's adjustment; `legacy` keeps one fixed subset and
+    probe seed for every run, the supervised row trained with the pretraining recipe, and `verdict`'s rule."""
     self.probe_data, self.fractions, self.protocol, self.legacy = data, dict(fractions), protocol, legacy
     self.lenders = [Study(n, self.scale, self.folder) for n in borrow]
     design = ("one label subset and probe seed (0) for every run; supervised row with the pretraining recipe; "
