@@ -26,7 +26,7 @@ from fastcore.basics import patch
 
 import ssl_ae
 from .data import load_dataset
-from .evaluate import (labelled_indices, mean_se, probe_images, random_init, supervised_baseline,
+from .evaluate import (labelled_indices, load_method, mean_se, probe_images, random_init, supervised_baseline,
                               tuned_supervised)
 from .methods import METHODS
 from .papers import as_protocol
@@ -473,6 +473,20 @@ def paper_claims(self: Study, rows: list[dict]) -> list[dict]:
     self.data["paper_claims"] = _clean(out)
     return out
 
+# %% ../nbs/14_study.ipynb #9f8be01c
+@patch
+def said(self: Study, text: str, # the claim's words, as `claim` stored them
+         unit: str = "points", # what the difference is measured in
+        ) -> str:
+    "A claim as a page states it in prose, from the results: the difference with its 95 % interval, and the verdict."
+    c = self.data["claims"].get(text)
+    if c is None: return "not run at this scale"
+    if c["expect"] == "steadier":
+        return f"s.d. {c['sd'][0]:.2f} against {c['sd'][1]:.2f} {unit} over the runs, *{c['verdict']}*"
+    one = lambda x: f"{round(x, 1) + 0.0:+.1f}"  # one decimal, and no "-0.0"
+    if c.get("low") is None or c["low"] != c["low"]: return f"{one(c['difference'])} {unit}, *{c['verdict']}*"
+    return f"{one(c['difference'])} {unit} (95 % interval {one(c['low'])} to {one(c['high'])}), *{c['verdict']}*"
+
 # %% ../nbs/14_study.ipynb #d7440b19
 @patch
 def figure(self: Study, fig, name: str, dpi: int = 72) -> Path:
@@ -485,8 +499,10 @@ def figure(self: Study, fig, name: str, dpi: int = 72) -> Path:
     return path
 
 # %% ../nbs/14_study.ipynb #6c76e750
+_CHOICES = {"recipe"}  # fields that hold a choice made from the data: which keys they have depends on what was chosen
+
 def _fields(r, prefix: str = "") -> set:
-    if not isinstance(r, dict): return {prefix}
+    if not isinstance(r, dict) or prefix.rsplit(".", 1)[-1] in _CHOICES: return {prefix}
     return set().union(*[_fields(v, f"{prefix}.{k}" if prefix else k) for k, v in r.items()
                          if k != "seconds"]) if r else {prefix}
 
@@ -599,6 +615,29 @@ def pretrain(self: Study, key: str, config: Config, extra: Callable | None = Non
         if extra: r.update(extra(t))
         return r
     return self.record(key, compute)
+
+# %% ../nbs/14_study.ipynb #2662b0e5
+@patch
+def curve(self: Study, t) -> dict:
+    """`extra` for `pretrain`: every checkpoint the run of trainer `t` kept before its last epoch (`keep_every`), probed as
+    its final weights are, on the run's own label subsets — {"curve": {"epochs": [...], fraction name: [...]}}."""
+    kept = sorted((int(p.stem.split("_")[1]), p) for p in Path(t.config.out).glob("epoch_*.pt"))
+    seed = self.probe_seed(t.config)
+    points = [(e, self.probe(load_method(p, t.device), seed=seed)) for e, p in kept if e < t.config.epochs]
+    return {"curve": {"epochs": [e for e, _ in points], **{n: [a[n] for _, a in points] for n in self.fractions}}}
+
+@patch
+def over_epochs(self: Study, keys, n: str, # the runs (with curves) and a fraction name
+                start=None, # random-init records of the same seeds: the curve starts at epoch 0 from them
+               ) -> tuple[list, list, list]:
+    "Epochs and the mean and s.e. (in %) over the runs `keys` of the accuracy at `n` along their curves and at the end."
+    recs = [self.records[k] for k in keys]
+    kept = recs[0]["curve"]["epochs"]
+    per = [[r["curve"][n][i] for r in recs] for i in range(len(kept))] + [[r["accuracy"][n] for r in recs]]
+    epochs = kept + [recs[0]["config"]["epochs"]]
+    if start: epochs, per = [0] + epochs, [self.values(start, f"accuracy.{n}")] + per
+    stats = [mean_se(v) for v in per]
+    return epochs, [100 * m for m, _ in stats], [0 if s != s else 100 * s for _, s in stats]
 
 # %% ../nbs/14_study.ipynb #f71015b6
 @patch
