@@ -1,7 +1,10 @@
 """Execute notebooks top to bottom in place, so their saved outputs are real, skipping the cells that
 nbdev's test flags mark (`#| slow`, `#| cuda`, `#| notest`, `#| eval: false`) unless switched on with
 SSL_AE_TEST_FLAGS; a skipped cell keeps the outputs of its last real run (e.g. a slow cell run once with
-SSL_AE_TEST_FLAGS=slow). Usage: python tests/execute_notebooks.py nbs/02_data.ipynb [more.ipynb ...]"""
+SSL_AE_TEST_FLAGS=slow). A cell may run for 30 minutes (a hang fails rather than blocks), except at the training
+scales a tutorial regenerates its results with (SSL_AE_SCALE=cpu, colab or paper), where one cell trains a whole table
+of runs by design and has no limit. Usage: python tests/execute_notebooks.py nbs/02_data.ipynb [more.ipynb ...]"""
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +36,12 @@ def without_widget_state(nb):
     return nb
 
 
-def execute(path: Path, timeout: int = 1800):
+TRAINING_SCALES = ("cpu", "colab", "paper")  # a tutorial's table of runs trains in one cell: an hour or more
+
+
+def execute(path: Path, timeout: int | None = None):
+    "Execute `path` in place; `timeout` seconds a cell (default: 1800, none at the training scales)."
+    if timeout is None and os.environ.get("SSL_AE_SCALE") not in TRAINING_SCALES: timeout = 1800
     nb = nbformat.read(path, as_version=4)
     FlaggedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     nbformat.write(without_widget_state(nb), path)
