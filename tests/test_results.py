@@ -9,7 +9,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat", reason="reads notebooks: needs nbformat (the dev extra)")
 
-from ssl_ae.study import META_KEYS, Study, _fingerprint_parts, arithmetic_differs, arithmetic_fingerprint
+from ssl_ae.study import META_KEYS, Study, _fingerprint_parts, _get, arithmetic_differs, arithmetic_fingerprint
 
 ROOT = Path(__file__).parent.parent
 TUTORIALS = ROOT / "nbs" / "tutorials"
@@ -64,8 +64,10 @@ def test_every_verdict_follows_from_the_runs_stored_beside_it(name):
     adjusted = dict(zip(family, holm([p[t] for t in family])))
     for t, c in claims.items():
         assert c["n"] == [len(c["runs"]["a"]), len(c["runs"]["b"])] and c["family"] == len(family), t
-        rec = {"a": [data["records"][k] for k in c["keys"]["a"]], "b": [data["records"][k] for k in c["keys"]["b"]]}
-        assert len(rec["a"]) == len(c["runs"]["a"]), t  # the runs are the records named beside them
+        for side, field in (("a", c["field"]), ("b", c["b_field"] or c["field"])):  # the runs are the records named beside them
+            stored = [_get(data["records"][k], field) for k in c["keys"][side]]
+            assert any(all(math.isclose(r, scale * v, rel_tol=1e-5, abs_tol=1e-6) for r, v in zip(c["runs"][side], stored))
+                       for scale in (1.0, 100.0)) and len(stored) == len(c["runs"][side]), (t, side)
         if c["expect"] == "steadier":
             f = f_test(c["runs"]["a"], c["runs"]["b"])
             assert math.isclose(c["p_holm"], adjusted[t], rel_tol=1e-4) and math.isclose(c["ratio"], f["ratio"], rel_tol=1e-4), t
