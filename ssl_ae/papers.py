@@ -318,7 +318,11 @@ GS = Paper(
       "32 px keeps one resolution for every data set and 9× less compute; 96 px is one setting away"),
      ("linear probe additions", "raw features",
       "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm; SimSiam's lr 30 is then 0.1",
-      "a rate of 30 only suits unstandardised features; `PAPER_PROBE = True` is the paper's way")),
+      "a rate of 30 only suits unstandardised features; `PAPER_PROBE = True` is the paper's way"),
+     ("repeats", "one run per entry",
+      "five pretraining runs of every entry (the main table, the λ grid, IoU, crop and flip only); one a point of the "
+      "batch sizes, as the paper's figure",
+      "the published gains are under a point, which another seed can move: a verdict needs the spread over whole runs")),
     colab=dict(
         claim=
         "SimCLR-GS (λ = 0.5) above SimCLR in kNN and linear accuracy on CIFAR-10 (Table 1), probed on frozen features",

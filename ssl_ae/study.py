@@ -554,7 +554,7 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
     judged with t tests (paired by seed where they can be) and Holm's adjustment; `legacy` keeps one fixed subset and
     probe seed for every run, the supervised row trained with the pretraining recipe, and `verdict`'s rule."""
     self.probe_data, self.fractions, self.protocol, self.legacy = data, dict(fractions), protocol, legacy
-    self.lenders = [Study(n, self.scale, self.folder) for n in borrow]
+    self.lenders = [Study(n, self.scale, self.folder) for n in borrow]  # their records, as committed (at smoke scale: none)
     design = ("one label subset and probe seed (0) for every run; supervised row with the pretraining recipe; "
               "verdicts at |z| ≥ 2" if legacy else
               "each run probed on the label subset and with the classifier seed of its own seed; supervised row "
@@ -577,6 +577,19 @@ def _settings(config: Config) -> dict:
         if k not in RUN_SETTINGS and not (k in _ADDED and v == _ADDED[k])
     }
 
+@patch
+def _borrow(self: Study, key: str, fits: Callable[[dict], bool], # which of a lender's records may stand for this study's
+            fields=None, # the fields to take (default: all)
+           ) -> dict | None:
+    """The record `key` of a study this one borrows from (`setup`'s `borrow`), made under the same design, that `fits`:
+    stored here as well and returned; None where there is none (or this study has `key` already)."""
+    if key in self.records: return None
+    for lender in getattr(self, "lenders", ()):
+        r = lender.records.get(key)
+        if r is not None and lender.data["meta"].get("design") == self.data["meta"].get("design") and fits(r):
+            self.records[key] = {k: v for k, v in r.items() if fields is None or k in fields}
+            self.save(); return self.records[key]
+
 # %% ../nbs/14_study.ipynb #811b51d8
 @patch
 def probe(self: Study, method, protocol=None, seed: int = 0) -> dict:
@@ -598,13 +611,9 @@ def pretrain(self: Study, key: str, config: Config, extra: Callable | None = Non
     `extra(trainer)`."""
     settings = _clean(_settings(config))
     probe_with = _clean(dataclasses.asdict(as_protocol(protocol or self.protocol)))
-    if key not in self.records and extra is None:
-        for lender in self.lenders:  # an identical run probed identically in another study
-            r = lender.records.get(key)
-            same_design = lender.data["meta"].get("design") == self.data["meta"].get("design")
-            if r is not None and same_design and r.get("config") == settings and r.get("protocol") == probe_with:
-                self.records[key] = {k: v for k, v in r.items() if k in _RUN_FIELDS}  # without the lender's extras
-                self.save(); return self.records[key]
+    if extra is None:  # an identical run probed identically in another study (without the lender's extras)
+        lent = self._borrow(key, lambda r: r.get("config") == settings and r.get("protocol") == probe_with, _RUN_FIELDS)
+        if lent: return lent
     def compute():
         t = train_or_resume(config, progress=False)
         r = {
@@ -627,15 +636,18 @@ def curve(self: Study, t) -> dict:
     return {"curve": {"epochs": [e for e, _ in points], **{n: [a[n] for _, a in points] for n in self.fractions}}}
 
 @patch
-def over_epochs(self: Study, keys, n: str, # the runs (with curves) and a fraction name
+def over_epochs(self: Study, keys, n: str, # the runs (with curves) and a fraction name (or a curve's reading)
                 start=None, # random-init records of the same seeds: the curve starts at epoch 0 from them
+                curve: str = "curve", # the records' field of {"epochs": [...], n: [...]} along pretraining
+                final: str | None = None, # the field of the same reading at the end (default `accuracy.{n}`)
                ) -> tuple[list, list, list]:
-    "Epochs and the mean and s.e. (in %) over the runs `keys` of the accuracy at `n` along their curves and at the end."
-    recs = [self.records[k] for k in keys]
-    kept = recs[0]["curve"]["epochs"]
-    per = [[r["curve"][n][i] for r in recs] for i in range(len(kept))] + [[r["accuracy"][n] for r in recs]]
+    """Epochs and the mean and s.e. (in %) over the runs `keys` of the accuracy at `n` along their curves and at the end;
+    another reading kept along pretraining (a kNN monitor) with `curve` and `final`."""
+    recs, final = [self.records[k] for k in keys], final or f"accuracy.{n}"
+    kept = recs[0][curve]["epochs"]
+    per = [[r[curve][n][i] for r in recs] for i in range(len(kept))] + [[_get(r, final) for r in recs]]
     epochs = kept + [recs[0]["config"]["epochs"]]
-    if start: epochs, per = [0] + epochs, [self.values(start, f"accuracy.{n}")] + per
+    if start: epochs, per = [0] + epochs, [self.values(start, final)] + per
     stats = [mean_se(v) for v in per]
     return epochs, [100 * m for m, _ in stats], [0 if s != s else 100 * s for _, s in stats]
 
@@ -655,7 +667,11 @@ def random(self: Study, key: str, config: Config, protocol=None) -> dict:
 def supervised(self: Study, key: str, config: Config) -> dict:
     """Record of the backbone trained with labels from scratch at each fraction, for as many steps as `config`
     pretrains: on the run's label subset with the recipe `tuned_supervised` chooses (`legacy`: the pretraining recipe
-    on subset 0)."""
+    on subset 0). The record keeps the settings it used: `config`'s without the method and its options, which a
+    supervised network has none of; a lender's record of `key` made from the same settings is reused, not recomputed."""
+    settings = {k: v for k, v in _clean(_settings(config)).items() if k not in _NOT_SUPERVISED}
+    lent = self._borrow(key, lambda r: r.get("config") == settings)
+    if lent: return lent
     def compute():
         c = config.resolved()
         n_train = len(load_dataset(c.dataset, c.data, c.split)[0]) if c.limit is None else c.limit
@@ -667,7 +683,7 @@ def supervised(self: Study, key: str, config: Config) -> dict:
                 idx = labelled_indices(ytr, f, seed=c.seed)  # the run's subset: the one its probes use
                 r = tuned_supervised(xtr[idx], ytr[idx], xte, yte, c, steps, seed=c.seed)
                 for k in out: out[k][name] = r[k]
-            return out
+            return {**out, "config": settings}
         out = {}
         for name, f in self.fractions.items():
             n = max(1, round(f * n_train))
@@ -676,5 +692,7 @@ def supervised(self: Study, key: str, config: Config) -> dict:
                                             epochs=epochs, batch_size=min(c.batch_size, n), optimizer=c.optimizer,
                                             lr=c.lr, weight_decay=c.weight_decay, schedule=c.schedule, warmup_epochs=0,
                                             augment=c.augment, subset_seed=0, device=c.device)
-        return {"accuracy": out}
+        return {"accuracy": out, "config": settings}
     return self.record(key, compute)
+
+_NOT_SUPERVISED = ("method", "options")  # the fields of a pretraining config the supervised row does not use

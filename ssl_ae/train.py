@@ -462,8 +462,8 @@ def _test_split(self: Trainer):
 
 @patch
 def knn(self: Trainer) -> float | None:
-    """kNN accuracy (k=200, τ=0.1) of the backbone's features: labelled training images as the bank, the test split as
-    queries."""
+    """kNN accuracy (k = `config.knn_k`, 200 when unset; τ = 0.1) of the backbone's features: labelled training images as
+    the bank, the test split as queries."""
     test = self._test_split()
     if not test: return None
     bank = self.labels >= 0
@@ -471,7 +471,7 @@ def knn(self: Trainer) -> float | None:
         bank_x, bank_y = load_dataset(self.config.dataset, self.config.data, "train", size=self.config.image_size)
     else: bank_x, bank_y = self.images[bank], self.labels[bank]
     return features.knn_accuracy(features.extract_features(self.method, bank_x), bank_y,
-                                 features.extract_features(self.method, test[0]), test[1])
+                                 features.extract_features(self.method, test[0]), test[1], k=self.config.knn_k or 200)
 
 # %% ../nbs/11_train.ipynb #7e7c1857
 @patch
