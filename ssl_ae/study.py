@@ -26,33 +26,15 @@ from fastcore.basics import patch
 
 import ssl_ae
 from .data import load_dataset
-from .evaluate import (labelled_indices, load_method, mean_se, probe_images, random_init, supervised_baseline,
-                              tuned_supervised)
+from .evaluate import labelled_indices, load_method, mean_se, probe_images, random_init, tuned_supervised
 from .methods import METHODS
 from .papers import as_protocol
 from .recipes import cpu_config
 from .train import RUN_SETTINGS, Config, Trainer, train_or_resume
 
 # %% auto #0
-__all__ = ['RESULTS', 'META_KEYS', 'LEVEL', 'verdict', 'betainc', 't_cdf', 't_ppf', 'welch', 'paired_t', 'holm', 'equivalent',
-           'f_cdf', 'f_test', 'judge', 'Study', 'arithmetic_fingerprint', 'arithmetic_differs']
-
-# %% ../nbs/14_study.ipynb #fff2880e
-def verdict(a: tuple[float, float], # (mean, standard error) of the side the claim says is higher
-            b: tuple[float, float], # (mean, standard error) of the other side
-            expect: str = ">", # ">": a is higher; "≈": the two are the same
-            sigmas: float = 2.0, # how many standard errors of the difference decide
-           ) -> dict:
-    "The difference a − b, its standard error, z = difference / s.e., and the verdict on the claim."
-    if expect not in (">", "≈"): raise ValueError(f"expect must be '>' or '≈'; got {expect!r}.")
-    (ma, sa), (mb, sb) = a, b
-    se = math.sqrt(sa ** 2 + sb ** 2)
-    if math.isnan(se): z, word = math.nan, "needs ≥ 2 runs per side"
-    else:
-        z = (ma - mb) / se if se > 0 else (0.0 if ma == mb else math.copysign(math.inf, ma - mb))
-        if expect == ">": word = "holds" if z >= sigmas else "reversed" if z <= -sigmas else "within noise"
-        else: word = "holds (within noise)" if abs(z) < sigmas else "does not hold"
-    return {"difference": ma - mb, "se": se, "z": z, "verdict": word}
+__all__ = ['RESULTS', 'META_KEYS', 'LEVEL', 'betainc', 't_cdf', 't_ppf', 'welch', 'paired_t', 'holm', 'equivalent', 'f_cdf',
+           'f_test', 'judge', 'Study', 'arithmetic_fingerprint', 'arithmetic_differs']
 
 # %% ../nbs/14_study.ipynb #941242c5
 def _beta_fraction(a: float, b: float, x: float, iters: int = 500, eps: float = 1e-15) -> float:
@@ -232,7 +214,6 @@ class Study:
             self.saved = json.loads(self.path.read_text())
             self.data = {**self.saved, "claims": {}, "figures": []}  # recomputed by every execution, so none goes stale
         self.computed = []  # keys computed (not loaded) in this session
-        self.legacy = False  # the design of results committed before issue 22 (`setup`)
 
     def __repr__(self):
         return f"Study({self.name!r}, {self.scale!r}): {len(self.data['records'])} records in {self.path}"
@@ -388,7 +369,6 @@ def claim(self: Study, text: str, # the paper's claim, in words
          ) -> dict:
     """Test a claim on per-run numbers (paired by seed when both sides are the same seeds), store it under `text`, and
     adjust every claim of the study for the others (Holm)."""
-    if self.legacy: return self._legacy_claim(text, a_keys, b_keys, field, expect, scale)
     if expect not in (">", "≈", "steadier"):
         raise ValueError(f"expect must be '>', '≈' or 'steadier'; got {expect!r}.")
     a = [scale * v for v in self.values(a_keys, field)]
@@ -423,16 +403,6 @@ def _adjust(self: Study):
         c.update(_clean({**{k: v for k, v in out.items() if k not in ("n", "p_adjusted")}, "a": [ma, sa],
                          "b": [mb, sb], "n": [len(a), len(b)], "p_holm": p_holm, "family": len(family)}))
 
-@patch
-def _legacy_claim(self: Study, text, a_keys, b_keys, field, expect, scale) -> dict:
-    "A claim under the rule of the results committed before issue 22 (`verdict`: |z| ≥ 2), for `legacy` studies."
-    a, b = self.stat(a_keys, field), self.stat(b_keys, field)
-    v = verdict(a, b, expect)
-    self.data["claims"][text] = _clean({
-        "a": [scale * a[0], scale * a[1]], "b": [scale * b[0], scale * b[1]], "n": [len(a_keys), len(b_keys)],
-        "field": field, "expect": expect, **{k: scale * v[k] if k in ("difference", "se") else v[k] for k in v}})
-    return self.data["claims"][text]
-
 # %% ../nbs/14_study.ipynb #b1ba0218
 def _p(v) -> str: return "–" if v is None or v != v else "< 0.001" if v < 0.001 else f"{v:.3f}"
 
@@ -440,11 +410,6 @@ def _p(v) -> str: return "–" if v is None or v != v else "< 0.001" if v < 0.00
 def claims_table(self: Study) -> list[dict]:
     """One row per claim: the two sides (mean over n runs), the difference with its 95 % interval and degrees of
     freedom (paired or Welch's t; or the spreads and their F test), p before and after Holm's adjustment, verdict."""
-    if self.legacy: return [{
-        "claim": t, "ours": f"{c['a'][0]:.1f} vs {c['b'][0]:.1f}",
-        "difference": f"{c['difference']:+.1f} ± {c['se']:.1f}",
-        "z": "–" if c["z"] is None or not math.isfinite(c["z"]) else f"{c['z']:+.1f}", "verdict": c["verdict"]
-    } for t, c in self.data["claims"].items()]
     rows = []
     for t, c in self.data["claims"].items():
         if c["expect"] == "steadier":
@@ -547,17 +512,13 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
           fractions: dict, # {name: share of the labels}, e.g. {"all": 1.0, "few": 0.01}
           protocol, # the linear protocol (a name of `PROTOCOLS` or a `Protocol`)
           borrow: tuple = (), # names of other studies at the same scale whose identical runs may be reused
-          legacy: bool = False, # the design of results committed before issue 22, until a tutorial is regenerated
          ) -> Study:
     """Give the study its probe data, label fractions and protocol; returns the study. Each run is probed on the label
     subset and with the classifier seed of its own seed, its supervised row is `tuned_supervised`'s, and claims are
-    judged with t tests (paired by seed where they can be) and Holm's adjustment; `legacy` keeps one fixed subset and
-    probe seed for every run, the supervised row trained with the pretraining recipe, and `verdict`'s rule."""
-    self.probe_data, self.fractions, self.protocol, self.legacy = data, dict(fractions), protocol, legacy
+    judged with t tests (paired by seed where they can be) and Holm's adjustment."""
+    self.probe_data, self.fractions, self.protocol = data, dict(fractions), protocol
     self.lenders = [Study(n, self.scale, self.folder) for n in borrow]  # their records, as committed (at smoke scale: none)
-    design = ("one label subset and probe seed (0) for every run; supervised row with the pretraining recipe; "
-              "verdicts at |z| ≥ 2" if legacy else
-              "each run probed on the label subset and with the classifier seed of its own seed; supervised row "
+    design = ("each run probed on the label subset and with the classifier seed of its own seed; supervised row "
               "tuned on a held-out fifth of its labels; t tests at 95 % (paired by seed when both sides are the same "
               "seeds, else Welch's), Holm-adjusted over the study's claims")
     return self.describe(fractions=self.fractions, design=design)
@@ -601,8 +562,8 @@ def probe(self: Study, method, protocol=None, seed: int = 0) -> dict:
 
 @patch
 def probe_seed(self: Study, config: Config) -> int:
-    "The seed of a run's label subsets and probe classifiers: the run's own (0 for every run in a `legacy` study)."
-    return 0 if self.legacy else config.seed
+    "The seed of a run's label subsets and probe classifiers: the run's own, shared by every method's run of that seed."
+    return config.seed
 
 # %% ../nbs/14_study.ipynb #a83c7b6f
 @patch
@@ -666,8 +627,7 @@ def random(self: Study, key: str, config: Config, protocol=None) -> dict:
 @patch
 def supervised(self: Study, key: str, config: Config) -> dict:
     """Record of the backbone trained with labels from scratch at each fraction, for as many steps as `config`
-    pretrains: on the run's label subset with the recipe `tuned_supervised` chooses (`legacy`: the pretraining recipe
-    on subset 0). The record keeps the settings it used: `config`'s without the method and its options, which a
+    pretrains: on the run's label subset with the recipe `tuned_supervised` chooses. The record keeps the settings it used: `config`'s without the method and its options, which a
     supervised network has none of; a lender's record of `key` made from the same settings is reused, not recomputed."""
     settings = {k: v for k, v in _clean(_settings(config)).items() if k not in _NOT_SUPERVISED}
     lent = self._borrow(key, lambda r: r.get("config") == settings)
@@ -676,23 +636,13 @@ def supervised(self: Study, key: str, config: Config) -> dict:
         c = config.resolved()
         n_train = len(load_dataset(c.dataset, c.data, c.split)[0]) if c.limit is None else c.limit
         steps = c.epochs * max(1, n_train // c.batch_size)
-        if not self.legacy:
-            xtr, ytr, xte, yte = self.probe_data
-            out = {"accuracy": {}, "recipe": {}, "validation": {}}
-            for name, f in self.fractions.items():
-                idx = labelled_indices(ytr, f, seed=c.seed)  # the run's subset: the one its probes use
-                r = tuned_supervised(xtr[idx], ytr[idx], xte, yte, c, steps, seed=c.seed)
-                for k in out: out[k][name] = r[k]
-            return {**out, "config": settings}
-        out = {}
+        xtr, ytr, xte, yte = self.probe_data
+        out = {"accuracy": {}, "recipe": {}, "validation": {}}
         for name, f in self.fractions.items():
-            n = max(1, round(f * n_train))
-            epochs = max(1, math.ceil(steps / max(1, n // min(c.batch_size, n))))
-            out[name] = supervised_baseline(c.dataset, c.data, f, seed=c.seed, backbone=c.backbone, limit=c.limit,
-                                            epochs=epochs, batch_size=min(c.batch_size, n), optimizer=c.optimizer,
-                                            lr=c.lr, weight_decay=c.weight_decay, schedule=c.schedule, warmup_epochs=0,
-                                            augment=c.augment, subset_seed=0, device=c.device)
-        return {"accuracy": out, "config": settings}
+            idx = labelled_indices(ytr, f, seed=c.seed)  # the run's subset: the one its probes use
+            r = tuned_supervised(xtr[idx], ytr[idx], xte, yte, c, steps, seed=c.seed)
+            for k in out: out[k][name] = r[k]
+        return {**out, "config": settings}
     return self.record(key, compute)
 
 _NOT_SUPERVISED = ("method", "options")  # the fields of a pretraining config the supervised row does not use

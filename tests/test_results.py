@@ -14,9 +14,7 @@ from ssl_ae.study import META_KEYS, Study, _fingerprint_parts, _get, arithmetic_
 ROOT = Path(__file__).parent.parent
 TUTORIALS = ROOT / "nbs" / "tutorials"
 STUDIES = {"sidae": "01_sidae", "aasae": "02_aasae", "white": "03_dae_embedding", "gs": "04_graded_similarity", "bench": "05_one_bench"}
-LEGACY_VERDICTS = {"holds", "reversed", "within noise", "holds (within noise)", "does not hold"}  # `verdict`'s rule
 VERDICTS = {"holds", "reversed", "no difference detected", "differ"}  # `judge` (and "equivalent within ±margin")
-LEGACY = set()  # committed before issue 22 with the legacy design, until regenerated (none left)
 
 
 @pytest.mark.parametrize("name", STUDIES)
@@ -42,17 +40,16 @@ def test_committed_results_are_complete(name):
             by_run.setdefault(key.rsplit("_seed", 1)[0], set()).add(key)
     assert all(len(v) >= 3 for v in by_run.values()), {k: len(v) for k, v in by_run.items() if len(v) < 3}
     assert data["claims"], "no verdicts"
-    assert ("design" not in meta or meta["design"].startswith("one label subset")) == (name in LEGACY), meta.get("design")
+    assert meta["design"].startswith("each run probed on the label subset and with the classifier seed of its own seed"), meta.get("design")
     for text, c in data["claims"].items():
-        if name in LEGACY: assert c["verdict"] in LEGACY_VERDICTS and min(c["n"]) >= 3, text
-        else: assert (c["verdict"] in VERDICTS or c["verdict"].startswith("equivalent within ±")) and min(c["n"]) >= 5, text
+        assert (c["verdict"] in VERDICTS or c["verdict"].startswith("equivalent within ±")) and min(c["n"]) >= 5, text
         assert math.isclose(c["difference"], c["a"][0] - c["b"][0], abs_tol=1e-3), text
     for fig in data["figures"]:
         png = TUTORIALS / "results" / f"{name}_cpu_{fig}.png"
         assert png.exists() and png.stat().st_size < 150_000, png
 
 
-@pytest.mark.parametrize("name", sorted(set(STUDIES) - LEGACY))
+@pytest.mark.parametrize("name", STUDIES)
 def test_every_verdict_follows_from_the_runs_stored_beside_it(name):
     "Each claim's test and verdict, recomputed from its stored per-run numbers under the study's rule (Welch, Holm)."
     from ssl_ae.study import LEVEL, f_test, holm, judge, paired_t, welch
