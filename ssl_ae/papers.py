@@ -121,7 +121,7 @@ SIDAE = Paper(
                  warmup_epochs=0, epochs=200, augment="simsiam_cifar", backbone="resnet18_imagenet",
                  knn_k=200)), (_SIAMESE, None, dict(dim=2048, hidden=512,
                                                     projector_layers=3)), (("sidae", ), None, dict(w=0.5)),
-           (("sidae", ), ("stl10", ), dict(w=0.25)), (None, ("mnist", "fashion_mnist"), dict(augment="simsiam_mnist")),
+           (("sidae", ), ("stl10", ), dict(w=0.25)), (None, ("mnist", "fashion_mnist", "digits"), dict(augment="simsiam_mnist")),
            (("supervised", ), None, dict(lr=0.05, batch_size=256, epochs=100))),
     protocols={"sidae": paper_protocol(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=256, epochs=50)},
     published={
@@ -144,13 +144,13 @@ SIDAE = Paper(
      "STL-10 runs use w = 0.25 (the paper's choice there); the appendix's w = 0.5 values are 60.44 (STL-10) and 65.18 "
      "(→ CIFAR-10).",
      "The 1 % label subset is 'drawn uniformly at random' in the paper; ours is class-stratified (the same share of "
-     "every class), fixed "
-     "by one seed and shared by every method, seed and the supervised baseline.",
-     "The supervised baseline's recipe is not stated: ours trains the same ResNet-18 with SGD (lr 0.05, momentum 0.9, "
-     "weight decay 5e-4, "
-     "batch 256, cosine decay, 100 epochs) on the SimSiam augmentation."),
+     "every class), drawn with each run's seed and shared by every method's run of that seed and its supervised row.",
+     "The supervised baseline's recipe is not stated: the `supervised` preset trains the same ResNet-18 with SGD (lr "
+     "0.05, momentum 0.9, weight decay 5e-4, batch 256, cosine decay, 100 epochs) on the SimSiam augmentation; the "
+     "tutorials' supervised rows train it on a run's labelled subset for as many steps as the pretraining, with the "
+     "recipe chosen on a held-out fifth of those labels (chapter 13's `tuned_supervised`)."),
     deviations=(("repeats", "5 whole pretraining runs per entry",
-                 "3 whole pretraining runs for the CIFAR-10 entries, 1 for the other data sets and ablations",
+                 "5 for Table 1's CIFAR-10 entries and the w sweep; 1 for the other data sets, latent sizes and the stem",
                  "each 200-epoch run costs GPU hours"),
                 ("fine-tuning protocol", "not stated beyond 'the backbone is trained too'",
                  "SidAE's probe optimisation (SGD, lr 0.05, 50 epochs) with crop-and-flip augmentation",
@@ -165,6 +165,10 @@ SIDAE = Paper(
 )
 
 # %% ../nbs/09_papers.ipynb #16436c40
+_DIGITS = ("augmentation on the digits (gpu scale)", "no protocol for digits",
+           "SidAE's MNIST pipeline (`simsiam_mnist`: crops of 20–100 % of the area, flips, jitter, blur)",
+           "the only digits protocol of the four papers, and the cpu scale's: the gpu scale then differs from the cpu "
+           "scale in the network and schedule alone")
 _AE_FAMILY = ("ae", "aaae", "vae", "aasae")
 AASAE = Paper(
     key="aasae",
@@ -175,7 +179,8 @@ AASAE = Paper(
                  warmup_epochs=10, epochs=400, augment="aasae_cifar", backbone="resnet18_cifar", knn_k=200, dim=128,
                  logscale=0.0)), (("ae", "vae"), None, dict(augment="none")),
            (None, ("stl10", ), dict(lr=5e-4,
-                                    batch_size=512)), (("aaae", "aasae"), ("stl10", ), dict(augment="aasae_stl10"))),
+                                    batch_size=512)), (("aaae", "aasae"), ("stl10", ), dict(augment="aasae_stl10")),
+           (("aaae", "aasae"), ("digits", ), dict(augment="simsiam_mnist"))),
     protocols={
         "aasae": paper_protocol(optimizer="sgd", lr=scaled_lr(0.1, 256), momentum=0.9, nesterov=True, batch_size=256,
                                 epochs=90)
@@ -209,7 +214,7 @@ AASAE = Paper(
       "32 px keeps one resolution for every data set and 9× less compute; 96 px is one setting away"),
      ("linear probe additions", "raw features",
       "`PAPER_PROBE = False` standardises features and re-estimates BatchNorm",
-      "as in every tutorial; `PAPER_PROBE = True` is the paper's way")),
+      "as in every tutorial; `PAPER_PROBE = True` is the paper's way"), _DIGITS),
     colab=dict(claim="AASAE above the VAE in linear accuracy on CIFAR-10 (Table 1)", dataset="cifar10", epochs=20,
                seeds=(0, 1, 2), runs=(("aasae", "aasae", {}), ("vae", "vae", {}))),
 )
@@ -223,7 +228,8 @@ WHITE = Paper(
             dict(optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=512, schedule="cosine", warmup_epochs=0,
                  epochs=300, augment="white", backbone="white", knn_k=200, dim=64, normalize_input=False)),
            (("dae_embed", ), None, dict(kind="ncs",
-                                        alpha=10.0)), (("simclr", ), None, dict(projector_layers=1, tau=0.5))),
+                                        alpha=10.0)), (("simclr", ), None, dict(projector_layers=1, tau=0.5)),
+           (None, ("digits", ), dict(augment="simsiam_mnist"))),
     protocols={"white": paper_protocol(optimizer="adam", lr=1e-3, batch_size=512, epochs=200)},
     published={
         "table2": ("Table 2: linear accuracy (%) on CIFAR-10 after pretraining on CIFAR-100, White's network",
@@ -258,7 +264,8 @@ WHITE = Paper(
                 ("repeats", "one run per entry",
                  "five pretraining runs of every Table 2 entry, of SimCLR and of every α of the denoising grid (one of each "
                  "α without denoising, as the paper, for its figure)",
-                 "his gains are about a point, which another seed can move: a verdict needs the spread over whole runs")),
+                 "his gains are about a point, which another seed can move: a verdict needs the spread over whole runs"),
+                _DIGITS),
     colab=dict(
         claim=
         "the DAE with the NCS embedding loss (α = 10) above the plain DAE, pretrained on CIFAR-100 and probed on "
@@ -281,7 +288,8 @@ GS = Paper(
                                                                 dict(augment="simclr_cifar", batch_size=1024,
                                                                      lr=scaled_lr(0.03, 1024), dim=128, hidden=512,
                                                                      tau=0.5)), (("simclr", "simclr_gs"), ("stl10", ),
-                                                                                 dict(augment="simclr"))),
+                                                                                 dict(augment="simclr")),
+           (None, ("digits", ), dict(augment="simsiam_mnist"))),
     protocols={
         "gs_simclr": paper_protocol(optimizer="sgd", lr=scaled_lr(0.1, 256), nesterov=True, batch_size=256, epochs=90,
                                     augment="crop_flip"),
@@ -322,7 +330,8 @@ GS = Paper(
      ("repeats", "one run per entry",
       "five pretraining runs of every entry (the main table, the λ grid, IoU, crop and flip only); one a point of the "
       "batch sizes, as the paper's figure",
-      "the published gains are under a point, which another seed can move: a verdict needs the spread over whole runs")),
+      "the published gains are under a point, which another seed can move: a verdict needs the spread over whole runs"),
+     _DIGITS),
     colab=dict(
         claim=
         "SimCLR-GS (λ = 0.5) above SimCLR in kNN and linear accuracy on CIFAR-10 (Table 1), probed on frozen features",

@@ -25,7 +25,7 @@ __all__ = ['SCALES', 'QUICK_RECIPE', 'QUICK_OPTIONS', 'CPU_RECIPE', 'SMOKE', 'CP
            'counted_cost', 'fit_step_model', 'estimate_cost', 'duration', 'cost_line']
 
 # %% ../nbs/12_recipes.ipynb #f103a68e
-SCALES = ("smoke", "cpu", "colab", "paper")
+SCALES = ("smoke", "cpu", "gpu", "colab", "paper")
 
 def in_colab() -> bool:
     "Whether this is a Google Colab runtime."
@@ -110,14 +110,16 @@ SMOKE = {"limit": 128, "epochs": 2}  # a smoke run: the quick recipe on the firs
 
 def scale_config(scale: str, # one of `SCALES`
                  method: str = "sidae", # a key of `METHODS`
-                 dataset: str | None = None, # at the colab and paper scales (default: the plan's, or CIFAR-10)
+                 dataset: str | None = None, # at the colab and paper scales (default: the plan's, or CIFAR-10); cpu, gpu: the digits
                  paper: str | None = None, # whose settings at the colab and paper scales (default: the method's paper)
                  data: str = "data", # where the colab and paper scales keep (and download) their data sets
                  smoke: dict | None = None, # a tutorial's changes to `SMOKE`
                  **settings, # `Config` fields or method options, at every scale
                 ) -> Config:
-    "The `Config` of one run at `scale`: `paper_config`, `colab_config`, `cpu_config`, or `quick_config` with `SMOKE`."
+    """The `Config` of one run at `scale`: `paper_config`, `colab_config`, `cpu_config`, `paper_config` on the digits
+    (gpu), or `quick_config` with `SMOKE`."""
     if scale == "paper": return paper_config(method, dataset or "cifar10", paper, data=data, download=True, **settings)
+    if scale == "gpu": return paper_config(method, "digits", paper, data=data, **settings)
     if scale == "colab": return colab_config(method, dataset, paper, data=data, download=True, **settings)
     if scale == "cpu": return cpu_config(method, **settings)
     if scale == "smoke": return quick_config(method, **{**SMOKE, **(smoke or {}), **settings})

@@ -199,7 +199,7 @@ def _clean(x):
 class Study:
     "One tutorial at one scale: records of numbers, verdicts and figures, kept in `folder/{name}_{scale}.json`."
     def __init__(self, name: str, # the tutorial's short name ("sidae", "aasae", ...)
-                 scale: str, # "smoke", "cpu" or "paper"
+                 scale: str, # one of `SCALES` (chapter 12): "smoke", "cpu", "gpu", "colab" or "paper"
                  folder: str | Path = RESULTS,
                  reuse: bool | None = None, # load stored records (default: yes, except at smoke scale)
                  notebook: str | None = None, # the notebook that writes the study, for the regeneration command

@@ -2,7 +2,7 @@
 nbdev's test flags mark (`#| slow`, `#| cuda`, `#| notest`, `#| eval: false`) unless switched on with
 SSL_AE_TEST_FLAGS; a skipped cell keeps the outputs of its last real run (e.g. a slow cell run once with
 SSL_AE_TEST_FLAGS=slow). A cell may run for 30 minutes (a hang fails rather than blocks), except at the training
-scales a tutorial regenerates its results with (SSL_AE_SCALE=cpu, colab or paper), where one cell trains a whole table
+scales a tutorial regenerates its results with (SSL_AE_SCALE=cpu, gpu, colab or paper), where one cell trains a whole table
 of runs by design and has no limit. Usage: python tests/execute_notebooks.py nbs/02_data.ipynb [more.ipynb ...]"""
 import os
 import sys
@@ -36,7 +36,7 @@ def without_widget_state(nb):
     return nb
 
 
-TRAINING_SCALES = ("cpu", "colab", "paper")  # a tutorial's table of runs trains in one cell: an hour or more
+TRAINING_SCALES = ("cpu", "gpu", "colab", "paper")  # a tutorial's table of runs trains in one cell: an hour or more
 
 
 def execute(path: Path, timeout: int | None = None):

