@@ -257,13 +257,15 @@ def supervised_config(config: Config, # the pretraining run's config: backbone, 
                       n_images: int, # labelled images it will train on
                       steps: int, # optimiser steps, whatever the number of images
                       **overrides) -> Config:
-    "`config` as the supervised method on `n_images` labelled images in memory, for `steps` steps."
+    """`config` as the supervised method on `n_images` labelled images in memory, for `steps` steps. Every setting is
+    already the resolved pretraining config's, so it keeps no paper: a paper whose methods do not include `supervised`
+    (GS's, White's) has no preset for it."""
     c = dataclasses.replace(config.resolved(), **overrides)
     batch = min(c.batch_size, n_images)
     epochs = max(1, math.ceil(steps / max(1, n_images // batch)))
-    return dataclasses.replace(c, method="supervised", options={}, limit=None, label_fraction=1.0, batch_size=batch,
-                               epochs=epochs, warmup_epochs=0, keep_every=0, knn_every=0, checkpoint_every=epochs,
-                               out=tempfile.mkdtemp())
+    return dataclasses.replace(c, method="supervised", options={}, paper=None, limit=None, label_fraction=1.0,
+                               batch_size=batch, epochs=epochs, warmup_epochs=0, keep_every=0, knn_every=0,
+                               checkpoint_every=epochs, out=tempfile.mkdtemp())
 
 # %% ../nbs/13_evaluate.ipynb #131724d7
 def supervised_accuracy(train_images: torch.Tensor, train_labels: torch.Tensor, # uint8 (N, 3, H, W), int64 (N,)

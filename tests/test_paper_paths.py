@@ -23,7 +23,7 @@ from testdevice import DEVICE  # noqa: E402
 from nbflags import enabled_flags  # noqa: E402
 
 from ssl_ae.data import load_dataset  # noqa: E402
-from ssl_ae.evaluate import probe_images  # noqa: E402
+from ssl_ae.evaluate import probe_images, supervised_config  # noqa: E402
 from ssl_ae.train import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +111,9 @@ def train_and_probe(name: str, c, g: dict, data: Path, tmp_path: Path, probed: s
         table = probe_images(t.method, xtr[:32], ytr[:32], xte[:32], yte[:32], (1.0, 0.1), (0,), protocol)
         assert all(0 <= a <= 1 for a, _ in table.values()), name
     shutil.rmtree(small.out)  # a ResNet-18 checkpoint with its optimiser state is about 100 MB: keep the disk free
+    sup = supervised_config(c, 16, 1)  # the run's supervised row (the study's `supervised`) can be built from it
+    assert sup.resolved().backbone == c.backbone and sup.method == "supervised", name
+    shutil.rmtree(sup.out)
 
 
 def without_dataset(c) -> tuple:
