@@ -121,7 +121,8 @@ SIDAE = Paper(
                  warmup_epochs=0, epochs=200, augment="simsiam_cifar", backbone="resnet18_imagenet",
                  knn_k=200)), (_SIAMESE, None, dict(dim=2048, hidden=512,
                                                     projector_layers=3)), (("sidae", ), None, dict(w=0.5)),
-           (("sidae", ), ("stl10", ), dict(w=0.25)), (None, ("mnist", "fashion_mnist", "digits"), dict(augment="simsiam_mnist")),
+           (("sidae", ), ("stl10", ), dict(w=0.25)),
+           (None, ("mnist", "fashion_mnist", "digits"), dict(augment="simsiam_mnist")),
            (("supervised", ), None, dict(lr=0.05, batch_size=256, epochs=100))),
     protocols={"sidae": paper_protocol(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=256, epochs=50)},
     published={
