@@ -187,12 +187,13 @@ _STEP_COSTS = {}
 _SHAPE_OPTIONS = ("dim", "hidden", "projector_layers", "projector_bn", "projection", "normalize_input")
 
 def _cost_key(c: Config) -> tuple:
-    """What changes a step's FLOPs and memory: method, network, augmentation, the options that shape the heads, and
-    whether SidAE's w drops a head (0 or 1)."""
+    """What changes a step's FLOPs and memory: method, network, augmentation, the options that shape the heads, those
+    that choose a code path (strings, flags), whether each weight is zero, and whether SidAE's w drops a head (0 or 1)."""
     w = c.options.get("w")
     heads = None if w is None else "decoder only" if w == 1 else "predictor only" if w == 0 else "both"
+    path = lambda k, v: v if k in _SHAPE_OPTIONS or v is None or isinstance(v, (str, bool)) else v != 0
     return (c.method, c.backbone, c.augment, c.image_size, heads,
-            tuple(sorted((k, v) for k, v in c.options.items() if k in _SHAPE_OPTIONS)))
+            tuple(sorted((k, path(k, v)) for k, v in c.options.items() if k != "w")))
 
 # %% ../nbs/12_recipes.ipynb #b805b645
 class _CountKernels(TorchDispatchMode):
