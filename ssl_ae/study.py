@@ -560,11 +560,6 @@ def probe(self: Study, method, protocol=None, seed: int = 0) -> dict:
     table = probe_images(method, *self.probe_data, fracs, (seed,), protocol or self.protocol, subset_seed=seed)
     return {n: table[f][0] for n, f in zip(names, fracs)}
 
-@patch
-def probe_seed(self: Study, config: Config) -> int:
-    "The seed of a run's label subsets and probe classifiers: the run's own, shared by every method's run of that seed."
-    return config.seed
-
 # %% ../nbs/14_study.ipynb #a83c7b6f
 @patch
 def pretrain(self: Study, key: str, config: Config, extra: Callable | None = None, protocol=None) -> dict:
@@ -578,7 +573,7 @@ def pretrain(self: Study, key: str, config: Config, extra: Callable | None = Non
     def compute():
         t = train_or_resume(config, progress=False)
         r = {
-            "accuracy": self.probe(t.method, protocol, self.probe_seed(config)),
+            "accuracy": self.probe(t.method, protocol, config.seed),
             "train_s": sum(h["seconds"] for h in t.history),
             "loss": t.history[-1]["loss"], "config": settings, "protocol": probe_with
         }
@@ -592,7 +587,7 @@ def curve(self: Study, t) -> dict:
     """`extra` for `pretrain`: every checkpoint the run of trainer `t` kept before its last epoch (`keep_every`), probed as
     its final weights are, on the run's own label subsets — {"curve": {"epochs": [...], fraction name: [...]}}."""
     kept = sorted((int(p.stem.split("_")[1]), p) for p in Path(t.config.out).glob("epoch_*.pt"))
-    seed = self.probe_seed(t.config)
+    seed = t.config.seed  # the run's label subsets and probe classifiers, as `pretrain` probes it
     points = [(e, self.probe(load_method(p, t.device), seed=seed)) for e, p in kept if e < t.config.epochs]
     return {"curve": {"epochs": [e for e, _ in points], **{n: [a[n] for _, a in points] for n in self.fractions}}}
 
@@ -620,7 +615,7 @@ def random(self: Study, key: str, config: Config, protocol=None) -> dict:
         c = config.resolved()
         x, y = load_dataset(c.dataset, c.data, c.split)
         if c.limit: x, y = x[: c.limit], y[: c.limit]
-        return {"accuracy": self.probe(random_init(c, x, y), protocol, self.probe_seed(config))}
+        return {"accuracy": self.probe(random_init(c, x, y), protocol, config.seed)}
     return self.record(key, compute)
 
 # %% ../nbs/14_study.ipynb #5a070298
