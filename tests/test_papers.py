@@ -88,3 +88,16 @@ def test_every_paper_names_its_deviations():
     for p in PAPERS.values():
         assert p.deviations and all(len(d) == 4 and all(d) for d in p.deviations), p.key
         assert all(r in PRESETS for r in (v for _, _, s in p.rules for k, v in s.items() if k == "augment")), p.key
+
+
+def test_the_digits_step_counts_in_the_deviations_are_the_presets():
+    "Each paper's 'steps and labels on the digits' row states the step counts its presets give (gpu: 4,000 digits; paper: its data)."
+    from ssl_ae.recipes import scale_config
+    cases = {"sidae": (("sidae", "mnist", 60_000),), "aasae": (("aasae", "cifar10", 50_000),),
+             "white": (("dae_embed", "cifar100", 50_000),), "gs": (("simsiam_gs", "cifar10", 50_000), ("simclr_gs", "cifar10", 50_000))}
+    for paper, runs in cases.items():
+        row = " ".join(next(d for d in PAPERS[paper].deviations if d[0].startswith("steps and labels on the digits")))
+        for method, dataset, n in runs:
+            g, p = (scale_config(s, method, ds, paper=paper).resolved() for s, ds in (("gpu", None), ("paper", dataset)))
+            gpu_steps, paper_steps = g.epochs * (4000 // g.batch_size), p.epochs * (n // p.batch_size)
+            assert f"{gpu_steps:,}" in row and f"{paper_steps:,}" in row.replace("about ", ""), (paper, method, gpu_steps, paper_steps)
