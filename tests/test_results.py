@@ -3,6 +3,7 @@ there. (That a smoke run writes the same structure is checked by each tutorial i
 whenever the test suite executes it.)"""
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ def test_committed_results_are_complete(name, scale):
     assert set(META_KEYS) <= set(meta), set(META_KEYS) - set(meta)
     assert meta["scale"] == scale and len(meta["seeds"]) >= 3 and meta["wall_time_s"] > 0
     assert meta["notebook"] == f"nbs/tutorials/{STUDIES[name]}.ipynb" and f"SSL_AE_SCALE={scale}" in meta["command"]
+    for added in meta.get("added_records", []):  # records added to a file later came from a committed tree, and say which
+        commit = added.split(" by commit ", 1)[1].split(" ", 1)[0]
+        assert re.fullmatch(r"[0-9a-f]{7,}", commit) and "fingerprint equal to" in added, added[:200]
+        assert all(k in data["records"] for k in added.rsplit("): ", 1)[1].split(", ")), added[:200]
     fractions = set(meta["fractions"])
     for key, record in data["records"].items():
         assert record["seconds"] >= 0, key
