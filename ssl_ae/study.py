@@ -482,15 +482,13 @@ def _p(v) -> str: return "–" if v is None or v != v else "< 0.001" if v < 0.00
 def _num(x, fmt="+.2f") -> str: return "–" if x is None or x != x else format(x, fmt)
 
 @patch
-def claims_table(self: Study, family: str | None = None, # only this family's claims (default: all, family by family)
-                ) -> list[dict]:
+def claims_table(self: Study) -> list[dict]:
     """One row per claim: its family, the two sides (mean over n runs), the difference with its 95 % interval and
     degrees of freedom (paired or Welch's t; or the spreads and their F test), p (TOST's for an equality) before and
     after Holm's adjustment in its family, the verdict, what its runs detect with 80 % power, and the paper's difference beside ours."""
     rows = []
     claims = self.data["claims"].items()
-    for t, c in sorted(claims, key=lambda tc: FAMILIES.index(tc[1]["family"])):
-        if family is not None and c["family"] != family: continue
+    for t, c in sorted(claims, key=lambda tc: FAMILIES.index(tc[1]["family"])):  # family by family
         if c["expect"] == "steadier":
             sd, df = c["sd"], c["df"]
             test = f"s.d. {sd[0]:.2f} vs {sd[1]:.2f}: ratio of variances {c['ratio']:.1f}, F({df[0]}, {df[1]})"

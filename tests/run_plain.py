@@ -12,7 +12,9 @@ Prints each cell's time, and exits non-zero at the first cell that fails, naming
 the study's records in slices: a new record (a run trained and probed, a supervised row, ...) starts only while the
 longest record computed so far in this call still fits in what is left of the budget, and when none fits the run stops
 cleanly (exit 0) with every record so far written to `results/NAME_SCALE.json`. The same command again continues where
-it stopped, since a study computes only the records its file lacks; the last call runs the page to its end."""
+it stopped, since a study computes only the records its file lacks; the last call runs the page to its end. The first
+record of a call always starts (nothing has been timed yet), so give the machine's own time limit one record's time
+above the budget."""
 import sys
 import time
 import traceback
