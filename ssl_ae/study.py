@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -28,10 +29,12 @@ from scipy.optimize import brentq
 
 import ssl_ae
 from .data import load_dataset
-from .evaluate import labelled_indices, load_method, mean_se, probe_images, random_init, tuned_supervised
+from .evaluate import (fine_tune, kmeans_inertia, labelled_indices, load_method, mean_se, probe_images, random_init,
+                             retrieval, supervised_config, supervised_grid, tuned_supervised)
+from .features import knn_accuracy
 from .methods import METHODS
-from .papers import as_protocol
-from .recipes import cpu_config
+from .papers import PROTOCOLS, as_protocol
+from .recipes import cpu_config, scale_config
 from .train import RUN_SETTINGS, Config, Trainer, train_or_resume
 
 # %% auto #0
@@ -249,9 +252,17 @@ def record(self: Study, key: str, compute: Callable[[], dict]) -> dict:
     return r
 
 # %% ../nbs/14_study.ipynb #58c0d982
+def _two_steps(t: Trainer) -> list[float]:
+    "The losses of trainer `t`'s first two training steps."
+    batches, losses = iter(t.loader), []
+    for _ in range(2):
+        xb, yb = next(batches)
+        losses.append(float(t.step(xb, yb if t.method.uses_labels else None).loss.detach()))
+    return losses
+
 def _fingerprint_parts(methods=None, # method names (default: all of `METHODS`)
                       ) -> dict:
-    "The numbers of `arithmetic_fingerprint`, on the current number of threads: {part: hash, accuracy or two losses}."
+    "The digits, the probe and each method's steps of `arithmetic_fingerprint`, on the current number of threads."
     xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
     raw = b"".join(t[:512].contiguous().numpy().tobytes() for t in (xtr, ytr, xte, yte))
     parts = {"digits": f"{tuple(xtr.shape)} {tuple(xte.shape)} {hashlib.sha256(raw).hexdigest()[:12]}"}
@@ -260,45 +271,116 @@ def _fingerprint_parts(methods=None, # method names (default: all of `METHODS`)
             t = Trainer(cpu_config(m, limit=64, batch_size=32, epochs=1, out=out, device="cpu"), progress=False)
             if m == "sidae":  # before any step: the probe of an untrained network is free of the steps' float noise
                 parts["probe"] = probe_images(t.method, xtr[:256], ytr[:256], xte[:256], yte[:256])[1.0][0]
-            batches, losses = iter(t.loader), []
-            for _ in range(2):
-                xb, yb = next(batches)
-                losses.append(float(t.step(xb, yb if t.method.uses_labels else None).loss.detach()))
-        parts[m] = losses
+            parts[m] = _two_steps(t)
+    return _clean(parts)
+
+# %% ../nbs/14_study.ipynb #ccc988f9
+# Config fields added after results were committed: a record leaves them out while at this value, so old and new
+# records compare
+_ADDED = {"image_size": 32}
+
+def _settings(config: Config) -> dict:
+    """The settings a record keeps: the resolved config without run-only fields (and without later fields at their old
+    value)."""
+    return {
+        k: v for k, v in dataclasses.asdict(config.resolved()).items()
+        if k not in RUN_SETTINGS and not (k in _ADDED and v == _ADDED[k])
+    }
+
+def _digest(x) -> str:
+    "A short hash of anything JSON can write (keys sorted): equal settings, equal hash."
+    return hashlib.sha256(json.dumps(_clean(x), sort_keys=True).encode()).hexdigest()[:12]
+
+_GPU_SCALES = ("gpu", "colab", "paper")  # the scales that train with the papers' presets
+
+def _recipe_parts(scale: str) -> dict:
+    """The settings a run of each method trains with at `scale`, the probe protocols and the supervised rows' grids, hashed;
+    at the gpu, colab and paper scales also two steps of every method's paper preset on the digits (`presets`)."""
+    parts = {"recipes": {m: _digest(_settings(scale_config(scale, m))) for m in sorted(METHODS)},
+             "protocols": _digest({k: dataclasses.asdict(p) for k, p in PROTOCOLS.items()}),
+             "supervised_grid": _digest({m: supervised_grid(scale_config(scale, m)) for m in sorted(METHODS)})}
+    if scale in _GPU_SCALES:
+        parts["presets"] = {}
+        for m in sorted(METHODS):
+            with tempfile.TemporaryDirectory() as out:
+                c = scale_config("gpu", m, limit=64, batch_size=32, epochs=1, out=out, device="cpu")
+                parts["presets"][m] = _two_steps(Trainer(c, progress=False))
+    return _clean(parts)
+
+# %% ../nbs/14_study.ipynb #fce88d6f
+def _evaluation_parts() -> dict:
+    """The label draw (hash), the supervised rows' networks as `tuned_supervised` configures them (two steps of each
+    recipe of the grid), `fine_tune` for three epochs on the first digits (accuracy), and the kNN, retrieval and k-means
+    readings of fixed features: the parts of `arithmetic_fingerprint` that evaluate."""
+    xtr, ytr = load_dataset("digits"); xte, yte = load_dataset("digits", split="test")
+    draws = torch.cat([labelled_indices(ytr, 0.01, seed=s) for s in range(5)])
+    parts = {"label_draw": f"{len(draws)} {hashlib.sha256(draws.numpy().tobytes()).hexdigest()[:12]}"}
+    with tempfile.TemporaryDirectory() as out:
+        c = cpu_config("sidae", batch_size=64, out=out, device="cpu")
+        parts["tuned_supervised"] = []
+        for g in supervised_grid(c):
+            s = supervised_config(c, 512, 2, **g)
+            parts["tuned_supervised"].append(_two_steps(Trainer(s, progress=False, images=(xtr[:512], ytr[:512]))))
+            shutil.rmtree(s.out, ignore_errors=True)
+        net = random_init(c, xtr[:1000], ytr[:1000])
+        parts["fine_tune"] = fine_tune(net, xtr[:512], ytr[:512], xte, yte,
+                                       dataclasses.replace(as_protocol("sidae"), epochs=3), seed=0, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(10, (600,), generator=g)
+    f = torch.randn(10, 32, generator=g)[labels] + 2 * torch.randn(600, 32, generator=g)
+    found = retrieval(f[400:], labels[400:], f[:400], labels[:400])
+    parts["features"] = [knn_accuracy(f[:400], labels[:400], f[400:], labels[400:], k=20), found["map"],
+                         found["precision@10"], kmeans_inertia(f)]
     return _clean(parts)
 
 # %% ../nbs/14_study.ipynb #c7d38ae7
 @functools.lru_cache(maxsize=None)
-def _fingerprint() -> str:
+def _fingerprint(scale: str) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try: return json.dumps(_fingerprint_parts())
+    try: return json.dumps({**_fingerprint_parts(), **_recipe_parts(scale), **_evaluation_parts()})
     finally: torch.set_num_threads(threads)
 
-def arithmetic_fingerprint() -> dict:
-    """What the code computes where results are made: the digits as loaded, a probe, two `cpu`-recipe steps of every
-    method (`_fingerprint_parts`), on one thread; once per process (a few seconds on a CPU)."""
-    return json.loads(_fingerprint())
+def arithmetic_fingerprint(scale: str = "cpu", # the scale of the study whose records it vouches for
+                          ) -> dict:
+    """What the code computes where results of `scale` are made: the digits as loaded, a probe, two `cpu`-recipe steps
+    of every method (`_fingerprint_parts`), the scale's recipes (`_recipe_parts`) and the evaluation's readings
+    (`_evaluation_parts`), on one thread; once per process and scale (seconds on a CPU; half a minute more with the
+    presets' networks)."""
+    return json.loads(_fingerprint(scale))
+
+_NOISE = {"probe": 0.01, "fine_tune": 0.02}  # accuracies: points of float noise; else 0.1 %
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    "{'recipes.dae': ...}: nested parts as one level, named by their path."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}."))
+        else: out[prefix + k] = v
+    return out
 
 def arithmetic_differs(a: dict, b: dict) -> list[str]:
-    "Parts in which fingerprints `a` and `b` differ beyond float noise: hashes, probe ±0.01, losses ±0.1 % (≥ 0.001)."
+    """Parts in which fingerprints `a` and `b` differ beyond float noise: hashes, the accuracies of `_NOISE` within
+    their points, other numbers within 0.1 % (≥ 0.001); a part only one of them has differs."""
     def close(x, y, key):
         if isinstance(x, str) or isinstance(y, str): return x == y
         if isinstance(x, list) and isinstance(y, list):
             return len(x) == len(y) and all(close(u, v, key) for u, v in zip(x, y))
         if not isinstance(x, (int, float)) or not isinstance(y, (int, float)): return False
-        return abs(x - y) <= (0.01 if key == "probe" else 1e-3 * max(1.0, abs(y)))
+        return abs(x - y) <= _NOISE.get(key.split(".")[0], 1e-3 * max(1.0, abs(y)))
+    a, b = _flat(a), _flat(b)
     return sorted(k for k in set(a) | set(b) if k not in a or k not in b or not close(a[k], b[k], k))
 
 # %% ../nbs/14_study.ipynb #dbacb025
 @functools.lru_cache(maxsize=None)
 def _commit() -> str | None:
-    "The short git commit of the package's source, '+changes' where its files differ from it; None outside a checkout."
+    """The short git commit of the package's source, '+changes' where its files differ from it; outside a checkout,
+    `$SSL_AE_COMMIT` (a copy of a clean checkout sent to a machine without git or .git says so) or None."""
     here = Path(ssl_ae.__file__).parent
     git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True, timeout=30)
     try: head, changes = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", ".")
-    except (OSError, subprocess.SubprocessError): return None
-    if head.returncode: return None
+    except (OSError, subprocess.SubprocessError): return os.environ.get("SSL_AE_COMMIT")
+    if head.returncode: return os.environ.get("SSL_AE_COMMIT")
     return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 def _provenance(scale: str) -> dict:
@@ -306,7 +388,7 @@ def _provenance(scale: str) -> dict:
     try: mlxtend = metadata.version("mlxtend")
     except metadata.PackageNotFoundError: mlxtend = None
     return {"commit": _commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "mlxtend": mlxtend, "fingerprint": None if scale == "smoke" else arithmetic_fingerprint()}
+            "mlxtend": mlxtend, "fingerprint": None if scale == "smoke" else arithmetic_fingerprint(scale)}
 
 # %% ../nbs/14_study.ipynb #02881867
 @patch
@@ -314,7 +396,7 @@ def _check_arithmetic(self: Study):
     "Refuse to add a record to records that another arithmetic computed: the two would not compare."
     stored = self.data["meta"].get("fingerprint")
     if self.scale == "smoke" or not self.records or not stored: return
-    differs = arithmetic_differs(stored, arithmetic_fingerprint())
+    differs = arithmetic_differs(stored, arithmetic_fingerprint(self.scale))
     if differs:
         raise ValueError(
             f"{self.path} holds records computed by other arithmetic (they differ in {', '.join(differs)}), which new "
@@ -642,18 +724,6 @@ def setup(self: Study, data: tuple, # (train images, train labels, test images, 
 
 # %% ../nbs/14_study.ipynb #f254fe98
 _RUN_FIELDS = ("accuracy", "train_s", "loss", "config", "protocol", "seconds")  # what every pretraining record holds
-
-# Config fields added after results were committed: a record leaves them out while at this value, so old and new
-# records compare
-_ADDED = {"image_size": 32}
-
-def _settings(config: Config) -> dict:
-    """The settings a record keeps: the resolved config without run-only fields (and without later fields at their old
-    value)."""
-    return {
-        k: v for k, v in dataclasses.asdict(config.resolved()).items()
-        if k not in RUN_SETTINGS and not (k in _ADDED and v == _ADDED[k])
-    }
 
 @patch
 def _borrow(self: Study, key: str, fits: Callable[[dict], bool], # which of a lender's records may stand for this study's

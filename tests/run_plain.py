@@ -14,7 +14,11 @@ longest record computed so far in this call still fits in what is left of the bu
 cleanly (exit 0) with every record so far written to `results/NAME_SCALE.json`. The same command again continues where
 it stopped, since a study computes only the records its file lacks; the last call runs the page to its end. The first
 record of a call always starts (nothing has been timed yet), so give the machine's own time limit one record's time
-above the budget."""
+above the budget.
+
+Results are computed from committed code: commit first, and where the copy of the repository that runs this has no
+`.git` (a lent GPU machine), name the commit it is a copy of, `SSL_AE_COMMIT=$(git rev-parse --short HEAD)`, so that
+the results file records it (`tests/test_results.py` refuses a file without a clean commit)."""
 import sys
 import time
 import traceback

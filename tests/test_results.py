@@ -118,12 +118,34 @@ def fingerprint():
 
 @pytest.mark.parametrize("name, scale", RESULTS)
 def test_committed_results_were_computed_by_todays_arithmetic(name, scale, fingerprint):
-    "A result goes stale when the code that shapes it computes other numbers; it must then be regenerated, not kept."
+    """A result goes stale when the code that shapes it computes other numbers — a network, a loss, a recipe's length, the
+    label draw, the supervised grid, the probe, kNN, retrieval or inertia; it must then be regenerated, not kept."""
     meta = json.loads((TUTORIALS / "results" / f"{name}_{scale}.json").read_text())["meta"]
-    differs = arithmetic_differs(meta["fingerprint"], fingerprint)
+    differs = arithmetic_differs(meta["fingerprint"], fingerprint if scale == "cpu" else arithmetic_fingerprint(scale))
     assert not differs, (f"results/{name}_{scale}.json was computed by other arithmetic ({', '.join(differs)} differ): "
                          f"delete it and regenerate it with {meta['command']}")
     assert meta["commit"] and meta["date"] and meta["mlxtend"], meta
+
+
+# The three files whose first records were computed before this rule, by trees with uncommitted changes in ssl_ae/:
+# their fingerprints (every part, the later ones computed with the code of the commit that committed each file) equal
+# today's, and every record added since names a clean commit. Regenerating one from a clean tree removes it from here;
+# no file joins it.
+MADE_FROM_CHANGES = {("sidae", "cpu"): "95f15da+changes", ("aasae", "cpu"): "25a6cc2+changes",
+                     ("gs", "cpu"): "aa8efe3+changes"}
+
+
+@pytest.mark.parametrize("name, scale", RESULTS)
+def test_committed_results_were_computed_from_committed_code(name, scale):
+    "A record vouches for code anyone can check out: a file made by a tree with uncommitted changes does not land."
+    meta = json.loads((TUTORIALS / "results" / f"{name}_{scale}.json").read_text())["meta"]
+    if (name, scale) in MADE_FROM_CHANGES:
+        assert meta["commit"] == MADE_FROM_CHANGES[name, scale], "regenerated? then drop it from MADE_FROM_CHANGES"
+        assert "equal to those of the code of" in meta["fingerprint_added"], meta.get("fingerprint_added")
+    else:
+        assert re.fullmatch(r"[0-9a-f]{7,}", meta["commit"]), (
+            f"results/{name}_{scale}.json was computed by {meta['commit']}: commit the package's changes and "
+            f"regenerate it from the clean tree ({meta['command']})")
 
 
 def test_the_fingerprint_sees_a_change_of_arithmetic(monkeypatch):
