@@ -50,9 +50,9 @@ def sample_crop_boxes(n: int, # number of boxes
                       attempts: int = 10, # candidates per box before falling back to a centred box
                      ) -> torch.Tensor:
     "Random-resized-crop boxes (n, 4) as (top, left, height, width), int64, drawn as torchvision does."
-    src = generator.device if generator is not None else torch.device(
-        "cpu")  # tiny: computed in float64 there, then moved
-    u = torch.rand((n, attempts, 2), generator=generator, device=src, dtype=torch.float64)
+    src = generator.device if generator is not None else torch.device("cpu")  # tiny: computed there, then moved
+    wide = torch.float32 if src.type == "mps" else torch.float64  # float64 where the device has it (MPS has none)
+    u = torch.rand((n, attempts, 2), generator=generator, device=src, dtype=wide)
     area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(lo + (hi - lo) * u[..., 1])
@@ -65,7 +65,7 @@ def sample_crop_boxes(n: int, # number of boxes
                                                                            height) if in_ratio > ratio[1] else (width,
                                                                                                                 height)
     w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
-    corner = torch.rand((n, 2), generator=generator, device=src, dtype=torch.float64)
+    corner = torch.rand((n, 2), generator=generator, device=src, dtype=wide)
     top = torch.where(found, torch.floor(corner[:, 0] * (height - h + 1)), torch.floor((height - h) / 2))
     left = torch.where(found, torch.floor(corner[:, 1] * (width - w + 1)), torch.floor((width - w) / 2))
     return torch.stack([top, left, h, w], 1).long().to(device)

@@ -419,8 +419,9 @@ def _run_flags(pre):
     pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
     pre.add_argument("--compile", nargs="?", const="default", default="auto",
                      choices=["auto", "graphs", "default", "off"],
-                     help="how a step runs: auto (the whole step as one CUDA graph on one GPU, else eager), graphs, "
-                          "default (torch.compile; also plain --compile) or off (eager) (default: auto)")
+                     help="how a step runs: auto (the whole step as one CUDA graph on one GPU, eager elsewhere or where the "
+                          "step cannot be captured), graphs (a capture or an error), default (torch.compile; also plain "
+                          "--compile) or off (eager) (default: auto)")
     pre.add_argument("--knn-every", type=int, default=None,
                      help="kNN monitor every N epochs (0: off; default: every 5 on toy, else 10)")
     pre.add_argument("--checkpoint-every", type=_positive, default=1, help="write last.pt every N epochs (default: 1)")

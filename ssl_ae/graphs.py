@@ -5,12 +5,14 @@
 # %% ../nbs/10_graphs.ipynb #df2d2623
 from __future__ import annotations
 
+import inspect
+import math
 import time
 import warnings
+import weakref
 
 import torch
 from fastcore.basics import patch
-
 
 # %% auto #0
 __all__ = ['BACKEND', 'COMPILE_MODES', 'CudaGraphs', 'CaptureError', 'CapturedStep', 'capturable', 'portable', 'step_mode']
@@ -49,9 +51,21 @@ class CapturedStep:
     def __init__(self, fn, # the step: tensors (or None) in, tensors out, no host synchronisation
                  generators=(), # the CUDA generators `fn` draws from
                  warmup: int = 3, # eager calls first (optimiser state, the grad scaler and cuDNN settle)
+                 fallback: bool = False, # when the capture fails: warn once and go on eagerly (else `CaptureError`)
                 ):
-        self.fn, self.generators, self.warmup = fn, list(generators), warmup
+        # A bound method (a trainer's step) is held weakly: the trainer keeps this object, so a strong reference would
+        # be a cycle, and a finished trainer's weights, optimiser state and graph memory would stay on the GPU until
+        # the garbage collector happened to run — in a loop of runs, until the GPU is full.
+        self._fn = weakref.WeakMethod(fn) if inspect.ismethod(fn) else (lambda: fn)
+        self.generators, self.warmup, self.fallback, self.failed = list(generators), warmup, fallback, None
         self.calls, self.replay, self.static, self.out, self.key, self.capture_seconds = 0, None, None, None, None, None
+
+    @property
+    def fn(self):
+        "The step (its object, if it is a bound method, must still be alive)."
+        fn = self._fn()
+        if fn is None: raise ReferenceError("the object whose step this is has been freed")
+        return fn
 
     @staticmethod
     def _key(inputs) -> tuple:
@@ -77,10 +91,15 @@ def _capture(self: CapturedStep, inputs):
     self.static, self.key = [None if x is None else x.clone() for x in inputs], self._key(inputs)
     try: self.replay, self.out = BACKEND.capture(self.fn, self.static, self.generators)
     except Exception as e:
-        raise CaptureError(
-            f"the training step could not be captured as a CUDA graph ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); "
-            "train eagerly with compile='off' (--compile off). Nothing has trained yet in this step.") from e
+        if isinstance(e, torch.OutOfMemoryError): raise  # not the step's fault: the batch does not fit (the trainer says so)
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if not self.fallback:
+            raise CaptureError(f"the training step could not be captured as a CUDA graph ({why}); train eagerly with "
+                               "compile='off' (--compile off). Nothing has trained yet in this step.") from e
+        warnings.warn(f"the training step could not be captured as a CUDA graph ({why}): training eagerly instead, "
+                      "as compile='off' would", stacklevel=3)
+        self.static, self.key, self.failed, self.warmup = None, None, why, math.inf  # every later call runs eagerly
+        return
     self.capture_seconds = time.perf_counter() - start
 
 # %% ../nbs/10_graphs.ipynb #3f4398fa

@@ -325,7 +325,8 @@ def _build_optimisation(self: Trainer):
         cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
     self.amp_dtype = amp_dtype(self.device, cfg.amp)
     self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-    self._graph = CapturedStep(self._compute, [self.generator]) if self.mode == "graphs" else None
+    self._graph = (CapturedStep(self._compute, [self.generator], fallback=cfg.compile == "auto") if self.mode == "graphs"
+                   else None)  # "auto": a step that cannot be captured runs eagerly, with a warning
     if self._graph is not None:
         capturable(self.optimizer)  # after the schedule is built: it keeps the initial rates as numbers
 
@@ -400,7 +401,10 @@ def load_state_dict(self: Trainer, ckpt: dict):
     self.optimizer.load_state_dict({**saved, "param_groups": [{**g, **o} for g, o in zip(saved["param_groups"], own)]})
     if self._graph is not None: capturable(self.optimizer)
     self.scheduler.load_state_dict(portable(ckpt["scheduler"]))
-    self.scaler.load_state_dict(ckpt["scaler"])
+    if self.scaler.is_enabled() and not ckpt["scaler"]:  # saved without fp16 (a CPU, a bf16 GPU, a Mac): no scale to restore
+        warnings.warn("this checkpoint was saved without fp16's grad scaler (on a device without fp16 autocast): the "
+                      "grad scale starts afresh, and its first steps may be skipped while it settles")
+    else: self.scaler.load_state_dict(ckpt["scaler"])
     self.epoch, self.history, self.partial = ckpt["epoch"], list(ckpt["history"]), ckpt.get("partial")
     torch.set_rng_state(ckpt["rng"]["torch"])
     if not _restore_stream(self.generator, ckpt["rng"]["augment"]):

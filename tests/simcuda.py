@@ -19,13 +19,19 @@ subclass whose `device` says `cuda:0`; a torch function mode sees every call fir
   synchronisation an error, and a replay runs it again and writes into the recorded outputs. Triton kernels cannot
   launch here, so views take the batched path (`can_fuse` says no).
 
+- **MPS.** `simulated_mps()` simulates a Mac's GPU the same way (`mps:0`, `torch.backends.mps.is_available()`, no
+  CUDA), with the one rule that breaks code written on other devices: MPS has no float64, so making a float64 tensor on
+  it, or casting one there, fails with MPS's message.
+
 What it cannot show: anything about CUDA's kernels themselves (speed, numerics, cuDNN, memory), streams and
 asynchronous errors, a real graph's recording, Triton, or torch.compile on a GPU. Those need a real GPU:
 `tests/gpu_check.py`.
 """
 from __future__ import annotations
 
+import inspect
 import traceback
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -35,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 CUDA = torch.device("cuda", 0)
+MPS = torch.device("mps", 0)
 _ROOT = str(Path(__file__).resolve().parents[1] / "ssl_ae")
 T = torch.Tensor
 
@@ -48,6 +55,7 @@ _DATA_SHAPED = {torch.nonzero, T.nonzero, torch.masked_select, T.masked_select, 
 class _State:
     mode = "default"  # as torch.cuda.set_sync_debug_mode: "default", "warn" or "error"
     syncs: list = []
+    device = CUDA  # the simulated device: cuda:0, or mps:0 in `simulated_mps`
 
 
 def _where() -> str:
@@ -72,10 +80,13 @@ class SimCudaTensor(torch.Tensor):
     __torch_function__ = torch._C._disabled_torch_function_impl  # the mode (`_Checks`) does the work, once per call
 
     @property
-    def device(self): return CUDA
+    def device(self): return _State.device
 
     @property
-    def is_cuda(self): return True
+    def is_cuda(self): return _State.device.type == "cuda"
+
+    @property
+    def is_mps(self): return _State.device.type == "mps"
 
     def __reduce_ex__(self, proto):  # pickled (torch.save, deepcopy) as the CPU tensor it is
         return torch.Tensor.__reduce_ex__(self.as_subclass(torch.Tensor), proto)
@@ -113,12 +124,13 @@ def _run(func, args, kwargs, on_cuda: bool):
 
 
 def _mixed(func):
-    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! "
+    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, {_State.device} and cpu! "
                         f"(when calling {getattr(func, '__qualname__', func)})")
 
 
 def _is_cuda(device) -> bool:
-    return device is not None and not isinstance(device, (int, torch.dtype)) and torch.device(device).type == "cuda"
+    "A device argument that names the simulated device (cuda, or mps in `simulated_mps`)."
+    return device is not None and not isinstance(device, (int, torch.dtype)) and torch.device(device).type == _State.device.type
 
 
 _RealGenerator = torch.Generator
@@ -135,13 +147,13 @@ class SimCudaGenerator(_RealGenerator, metaclass=_AnyGenerator):
         return _RealGenerator.__new__(cls) if _is_cuda(device) else _RealGenerator(device=device)
 
     @property
-    def device(self): return CUDA
+    def device(self): return _State.device
 
 
 def _check_generator(gen, on_cuda: bool):
     if gen is None: return
     if (type(gen) is SimCudaGenerator) != on_cuda:
-        want, got = ("cuda", "cpu") if on_cuda else ("cpu", "cuda")
+        want, got = (_State.device.type, "cpu") if on_cuda else ("cpu", _State.device.type)
         raise RuntimeError(f"Expected a '{want}' device type for generator but found '{got}'")
 
 
@@ -155,7 +167,7 @@ def _accessor(func) -> bool:
 
 def _target(func, args, kwargs):
     "(device, dtype, non_blocking, memory_format) of a .to / .cuda / .cpu call (device None: it stays)."
-    if func is T.cuda: return CUDA, None, kwargs.get("non_blocking", False), None
+    if func is T.cuda: return CUDA, None, kwargs.get("non_blocking", False), None  # (on a simulated MPS: no CUDA to go to)
     if func is T.cpu: return torch.device("cpu"), None, False, None
     if len(args) > 1 and isinstance(args[1], torch.Tensor): return args[1].device, args[1].dtype, False, None  # .to(other)
     return torch._C._nn._parse_to(*args[1:], **{k: v for k, v in kwargs.items() if k != "copy"})
@@ -210,9 +222,23 @@ class _Checks(TorchFunctionMode):
                 len(args) == 1 or torch.is_tensor(args[1] if len(args) > 1 else kwargs.get("repeats"))):
             _sync("repeat_interleave with tensor repeats and no output_size (the host waits for the total)")
         elif func is torch.where and len(args) + len(kwargs) == 1: _sync("torch.where(condition) (a shape that depends on values)")
-        if func is T.numpy: raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
+        if func is T.numpy: raise TypeError(f"can't convert {_State.device} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
         if func not in _ANY_DEVICES and not _accessor(func) and any(_host(t) and t.dim() > 0 for t in leaves): raise _mixed(func)
         return _run(func, args, kwargs, True)
+
+
+_NO_FLOAT64 = ("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64. "
+               "Please use float32 instead.")
+
+
+class _MpsChecks(_Checks):
+    "The simulated MPS: CUDA's device checks, and no float64 tensor on the device (made there, or moved or cast to it)."
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kw = dict(kwargs or {})
+        if kw.get("dtype") == torch.float64 and _is_cuda(kw.get("device")): raise TypeError(_NO_FLOAT64)
+        out = super().__torch_function__(func, types, args, kwargs)
+        if any(_sim(t) and t.dtype == torch.float64 for t in pytree.tree_leaves(out)): raise TypeError(_NO_FLOAT64)
+        return out
 
 
 def _on_host(obj):
@@ -249,8 +275,9 @@ class _SimGraphs:
         try: out = fn(*inputs)
         finally: _State.mode = mode
         _SimGraphs.captures += 1
+        step = weakref.WeakMethod(fn) if inspect.ismethod(fn) else (lambda: fn)  # a real graph keeps no Python function
         def replay():
-            new = fn(*inputs)
+            new = step()(*inputs)
             with torch.no_grad():
                 for a, b in zip(pytree.tree_leaves(out), pytree.tree_leaves(new)):
                     if isinstance(a, torch.Tensor): a.copy_(b)
@@ -263,9 +290,32 @@ def synchronizations() -> list:
 
 
 @contextmanager
-def simulated_cuda(capability: tuple = (8, 0)):
-    "Within the block, one CUDA GPU (`capability` 8.0: bf16 autocast) is simulated on the CPU; see the module's docstring."
+def _simulated(device: torch.device, patches: list, checks):
+    "Within the block, `device` is simulated on the CPU with `patches` and the function mode `checks`."
+    import ssl_ae.augment, ssl_ae.graphs  # noqa: F401  (imported before torch's answers change: torch._dynamo reads them)
     real_save = torch.save
+    patches = patches + [
+        mock.patch("torch._C._group_tensors_by_device_and_dtype", _group),
+        mock.patch("torch.Generator", SimCudaGenerator),
+        mock.patch("torch.save", lambda obj, f, *a, **k: real_save(_on_host(obj), f, *a, **k)),
+        mock.patch("ssl_ae.augment.can_fuse", lambda x, size: False),  # Triton cannot launch here: the batched path
+    ]
+    _State.mode, _State.syncs, _State.device = "default", [], device
+    overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)  # module.to(device) makes new (simulated) parameters
+    for p in patches: p.start()
+    try:
+        with checks(): yield
+    finally:
+        for p in reversed(patches): p.stop()
+        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+        _State.mode, _State.device = "default", CUDA
+
+
+@contextmanager
+def simulated_cuda(capability: tuple = (8, 0)):
+    """Within the block, one CUDA GPU is simulated on the CPU; see the module's docstring. `capability` 8.0 and above
+    (A100, H100, L4) autocasts to bf16; below (a T4 is 7.5) the trainer uses fp16 with a grad scaler."""
     rng = {}
     patches = [
         mock.patch("torch.cuda.is_available", lambda: True),
@@ -281,20 +331,26 @@ def simulated_cuda(capability: tuple = (8, 0)):
         mock.patch("torch.cuda.get_sync_debug_mode", lambda: {"default": 0, "warn": 1, "error": 2}[_State.mode]),
         mock.patch("torch.accelerator.current_stream", lambda *a, **k: _Stream()),
         mock.patch("torch.cuda.current_stream", lambda *a, **k: _Stream()),
-        mock.patch("torch._C._group_tensors_by_device_and_dtype", _group),
         mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: capability[0] >= 8),
-        mock.patch("torch.Generator", SimCudaGenerator),
-        mock.patch("torch.save", lambda obj, f, *a, **k: real_save(_on_host(obj), f, *a, **k)),
         mock.patch("ssl_ae.graphs.BACKEND", _SimGraphs()),
-        mock.patch("ssl_ae.augment.can_fuse", lambda x, size: False),  # Triton cannot launch on a simulated GPU: the batched path
     ]
-    _State.mode, _State.syncs = "default", []
-    overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
-    torch.__future__.set_overwrite_module_params_on_conversion(True)  # module.to("cuda") makes new (simulated) parameters
-    for p in patches: p.start()
-    try:
-        with _Checks(): yield
-    finally:
-        for p in reversed(patches): p.stop()
-        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
-        _State.mode = "default"
+    with _simulated(CUDA, patches, _Checks): yield
+
+
+def _answers(f, value):
+    "A stand-in for `f` that returns `value` and, like `f`, has `__wrapped__` (torch._dynamo reads it on import)."
+    def answer(*args, **kwargs): return value
+    answer.__wrapped__ = getattr(f, "__wrapped__", f)
+    return answer
+
+
+@contextmanager
+def simulated_mps():
+    "Within the block, a Mac's GPU (MPS, no CUDA) is simulated on the CPU: no float64 on it; see the module's docstring."
+    patches = [
+        mock.patch("torch.cuda.is_available", lambda: False),
+        mock.patch("torch.backends.mps.is_available", _answers(torch.backends.mps.is_available, True)),
+        mock.patch("torch.backends.mps.is_built", lambda: True),
+        mock.patch("torch.mps.synchronize", lambda: None),
+    ]
+    with _simulated(MPS, patches, _MpsChecks): yield
