@@ -105,12 +105,13 @@ def bench_augment(images: int = 16_384, # toy images per timed pass
 
 # %% ../nbs/16_bench.ipynb #63296c6b
 def bench_step(method: str = "sidae", backbone: str = "small", batch_size: int = 256, steps: int = 20,
-               device: str = "auto") -> dict:
-    "Seconds per step of `Trainer.step` and of a minimal hand-written step, on the same model and batch."
+               device: str = "auto", compile: str = "auto", # the trainer's step: "off" to time it eagerly, as the minimal one runs
+              ) -> dict:
+    "Seconds per step of `Trainer.step` and of a minimal hand-written (eager) step, on the same model and batch."
     from ssl_ae.train import Config, Trainer
     trainer = Trainer(
         Config(method=method, backbone=backbone, batch_size=batch_size, epochs=1, optimizer="adam", lr=1e-4,
-               limit=batch_size, device=device, out="/tmp/ssl_ae_bench"), progress=False)
+               limit=batch_size, device=device, compile=compile, out="/tmp/ssl_ae_bench"), progress=False)
     xb, yb = next(iter(trainer.loader))
     m, opt, aug, gen = trainer.method, trainer.optimizer, trainer.augment, trainer.generator
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -119,13 +120,14 @@ def bench_step(method: str = "sidae", backbone: str = "small", batch_size: int =
         opt.zero_grad(); out.loss.backward(); opt.step()
     def ours(): trainer.step(xb, None)
     times = {"trainer": [], "minimal": []}
-    for fn in (ours, minimal, ours, minimal): fn()  # warm-up
+    for fn in (ours, minimal) * 4: fn()  # warm-up (a captured step: its three eager steps, then the capture)
     for _ in range(steps):
         for name, fn in (("trainer", ours), ("minimal", minimal)):
             sync(); t = time.perf_counter(); fn(); sync(); times[name].append(time.perf_counter() - t)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {
         "method": method, "backbone": backbone, "batch_size": batch_size, "device": str(trainer.device), "steps": steps,
+        "mode": trainer.mode,
         "trainer_s_per_step": med["trainer"], "minimal_s_per_step": med["minimal"],
         "ratio": med["trainer"] / med["minimal"]
     }

@@ -70,7 +70,7 @@ def test_a_spent_budget_skips_the_remaining_steps(tmp_path):
 
 def test_steps_not_asked_for_are_skipped_and_named(tmp_path, capsys):
     c = gpu_check.Check(tmp_path, budget=60, steps={"echo"})
-    assert c.run("other", [sys.executable, "-c", "print(1)"], 10) == {"status": "skipped", "why": "not among --steps"}
+    assert c.run("other", [sys.executable, "-c", "print(1)"], 10) == {"status": "not asked", "why": "not among --steps"}
     assert c.run("echo", [sys.executable, "-c", "print(2)"], 10)["status"] == "passed"
     with pytest.raises(SystemExit): gpu_check.main(["--out", str(tmp_path), "--steps", "bench,nonsense"])
     assert "unknown steps nonsense" in capsys.readouterr().err
@@ -78,10 +78,66 @@ def test_steps_not_asked_for_are_skipped_and_named(tmp_path, capsys):
 
 def test_a_check_of_some_steps_only_writes_its_json(tmp_path, monkeypatch):
     "Run with --steps suite-on-cuda alone, the check once failed reading the skipped bench's output."
-    monkeypatch.setattr(gpu_check.Check, "run", lambda self, name, cmd, limit, env=None: (
-        setattr(self, "text", ""), self.figures["steps"].__setitem__(name, {"status": "skipped", "why": "not among --steps"}))[1])
+    def run(self, name, cmd, limit, env=None):
+        self.text, r = "", {"status": "not asked" if name != "suite-on-cuda" else "passed"}
+        self.figures["steps"][name] = r
+        return r
+    monkeypatch.setattr(gpu_check.Check, "run", run)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
     assert gpu_check.main(["--out", str(tmp_path), "--steps", "suite-on-cuda"]) == 0
-    assert json.loads((tmp_path / "gpu_check.json").read_text())["steps"]["bench"]["status"] == "skipped"
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["steps"]["bench"]["status"] == "not asked"
+
+
+def _fake(gpu: str, bench_figures: dict, skip: str | None = None):
+    "A `Check.run` that passes every step (the bench printing `bench_figures`), except `skip`, skipped for the budget."
+    def run(self, name, cmd, limit, env=None):
+        if name == skip: r = {"status": "skipped", "why": "the check's budget of 290 s is spent"}; self.text = ""
+        else:
+            r = {"status": "passed", "seconds": 0.0, "tail": ""}
+            self.text = "FIGURES " + json.dumps(bench_figures) if name == "bench" else ""
+        self.figures["steps"][name] = r
+        return r
+    return run
+
+
+GOOD = {"capture": {"presets": [{"preset": "sidae on cifar10", "batch_size": 512, "auto_images_per_s": 102_400.0}],
+                    "quick_start": {"auto_train_s": 8.0}},
+        "augment": {"gpu_captured_views_per_s": 4.7e6}, "lightly": {"speedup": 5.0}}
+
+
+@pytest.mark.parametrize("gpu, figures, skip, exit_code, said", [
+    ("NVIDIA H200", GOOD, None, 0, None),
+    ("NVIDIA H200", GOOD, "suite-on-cuda", 1, "suite-on-cuda: skipped (the check's budget"),  # a step left out for time
+    ("NVIDIA H200", {**GOOD, "augment": {"error": "RuntimeError: boom"}}, None, 1, "bench: failed (a figure errored)"),
+    ("NVIDIA H200", {**GOOD, "lightly": {"speedup": 2.0}}, None, 1, "target simsiam_over_lightly: 2.0 against >= 3.0"),
+    ("NVIDIA H100 80GB HBM3", {**GOOD, "lightly": {}}, None, 1, "target simsiam_over_lightly: not measured"),
+    ("Tesla T4", {**GOOD, "lightly": {"speedup": 2.0}}, None, 0, None),  # the H200's targets are not a T4's
+], ids=["all-good", "budget-skip", "errored-figure", "missed-target", "unmeasured-target", "t4-targets-shown-only"])
+def test_the_check_cannot_pass_falsely(tmp_path, monkeypatch, capsys, gpu, figures, skip, exit_code, said):
+    "Before issue 38 each of these exited 0: a skipped step counted as passed, and errored figures and targets were ignored."
+    monkeypatch.setattr(gpu_check.Check, "run", _fake(gpu, figures, skip))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: gpu)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert gpu_check.main(["--out", str(tmp_path)]) == exit_code
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ("NOT PASSED" in last) == bool(exit_code) and (said is None or said in last), last
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["problems"] == ([] if not exit_code else json.loads((tmp_path / "gpu_check.json").read_text())["problems"])
+
+
+def test_the_budget_is_the_gpus_own(tmp_path, monkeypatch):
+    "A T4 gets several times an H200's five minutes, and each step's limit grows with it."
+    seen = {}
+    def run(self, name, cmd, limit, env=None):
+        seen[name] = self.budget, self.scale
+        self.figures["steps"][name] = r = {"status": "passed"}; self.text = ""; return r
+    monkeypatch.setattr(gpu_check.Check, "run", run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    for gpu, budget in (("Tesla T4", 1500), ("NVIDIA H200", 290), ("Some Future GPU", 1500)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: gpu)
+        gpu_check.main(["--out", str(tmp_path)])
+        assert seen["bench"] == (budget, budget / 290), gpu
+        assert json.loads((tmp_path / "gpu_check.json").read_text())["environment"]["budget_s"] == budget
