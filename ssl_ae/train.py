@@ -35,8 +35,9 @@ from . import features
 from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'RUN_SETTINGS', 'lr_factor', 'Config', 'method_of', 'CheckpointError', 'save_atomic',
-           'checkpoint_path', 'load_checkpoint', 'NonFiniteLossError', 'Trainer', 'plot_history', 'train_or_resume']
+__all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'FP16_SKIPS', 'RUN_SETTINGS', 'lr_factor', 'Config', 'method_of', 'CheckpointError',
+           'save_atomic', 'checkpoint_path', 'load_checkpoint', 'NonFiniteLossError', 'Trainer', 'plot_history',
+           'train_or_resume']
 
 # %% ../nbs/11_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -441,20 +442,34 @@ def _stop(self: Trainer):
               f"train_or_resume(config), or ssl_ae pretrain --resume {path}", file=sys.stderr)
     raise KeyboardInterrupt
 
+FP16_SKIPS = 25  # steps in a row fp16's grad scaler may skip before a run counts as diverged (its scale settles in fewer)
+
 @patch
-def _check_finite(self: Trainer, values: dict, step: int):
-    bad = {k: v for k, v in values.items() if k != "spread" and not math.isfinite(v)}
-    if bad:
-        kept = self.out / "last.pt"
-        where = f"{kept} (epoch {self.epoch})" if self.epoch and kept.exists() else "none was written yet"
-        every = " in every step since the last check (more than fp16's grad scaler can skip)" if self.scaler.is_enabled(
-        ) else ""
-        raise NonFiniteLossError(
-            f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}){every} at epoch "
-            f"{self.epoch + 1}, "
-            f"step {step + 1}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn off mixed "
-            "precision (--no-amp)."
-        )
+def _check_finite(self: Trainer, values: dict, # the loss and its parts, averaged since the epoch began
+                  step: int, # this epoch's step (from 0) at the check
+                 ):
+    """Stop a run whose loss went non-finite, naming the step where it began (`_watch`): on the CPU and under bf16 at
+    the first check after a non-finite loss, whose update spoilt the weights; under fp16, whose grad scaler skips such
+    steps and keeps the weights, once `FP16_SKIPS` steps in a row were skipped (more than its scale takes to settle)."""
+    w, n = getattr(self, "_watch", None), len(self.loader)
+    first, run = (-1, 0) if w is None else (int(w["first"].item()), int(w["run"].item()))
+    at = lambda s: f"epoch {s // n + 1}, step {s % n + 1}"
+    if self.scaler.is_enabled():
+        if run < FP16_SKIPS: return
+        what = (f"the loss was non-finite in each of the last {run} steps, since {at(first)}: fp16's grad scaler skipped "
+                "them (the weights are those of the step before) and no smaller scale helped")
+    else:
+        bad = {k: v for k, v in values.items() if k != "spread" and not math.isfinite(v)}
+        if not bad: return
+        what = (f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}) at "
+                f"{at(first) if first >= 0 else f'epoch {self.epoch + 1}, step {step + 1}'}")
+    kept = self.out / "last.pt"
+    if self.rank == 0 and kept.exists():
+        ck = load_checkpoint(kept)
+        where = f"{kept} (epoch {ck['epoch']}" + (f", step {ck['partial']['step']})" if ck.get("partial") else ")")
+    else: where = "none was written yet"
+    raise NonFiniteLossError(f"{what}; the last good checkpoint is {where}. Lower the learning rate (--lr) or turn "
+                             "off mixed precision (--no-amp).")
 
 # %% ../nbs/11_train.ipynb #2c23b06a
 @patch
@@ -533,10 +548,11 @@ def _fit_epoch(self: Trainer):
     start, embedding = time.time() - p["seconds"], None
     sums = {k: torch.tensor(v, device=self.device) for k, v in p["sums"].items()}
     n, finite = p["n"], torch.tensor(float(p["finite"]), device=self.device)
+    self._watch_epoch(p.get("skipped", 0))
     bar = _Progress(len(self.loader), p["step"], f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
     for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
         out = self.step(xb, yb if self.method.uses_labels else None)
-        n, finite = n + 1, finite + self._accumulate(out, sums)
+        n, finite = n + 1, finite + self._accumulate(out, sums, self.epoch * len(self.loader) + i)
         if out.embedding is not None: embedding = out.embedding
         if (i + 1) % cfg.log_every == 0 or i + 1 == len(self.loader):
             means = {k: (v / finite).item() for k, v in sums.items()}  # the one synchronisation
@@ -562,12 +578,30 @@ def _estimate(self: Trainer, bar: _Progress, done: int, step: int, seconds: floa
 
 # %% ../nbs/11_train.ipynb #2d093a0d
 @patch
-def _accumulate(self: Trainer, out, sums: dict):
+def _watch_epoch(self: Trainer, skipped: float = 0):
+    "At an epoch's start: the run of non-finite losses goes on from the last epoch; fp16's skipped steps are counted anew."
+    if getattr(self, "_watch", None) is None:
+        self._watch = {"first": torch.full((), -1, device=self.device), "run": torch.zeros((), device=self.device)}
+    if self.scaler.is_enabled():
+        self._watch["skipped"] = torch.full((), float(skipped), device=self.device)
+        self._watch["scale"] = torch.full((), self.scaler.get_scale(), device=self.device)
+
+@patch
+def _accumulate(self: Trainer, out, sums: dict, step: int, # the run's step (from 0), for `_watch`
+               ):
     "Add a step's loss and parts to `sums` on the device; return 1 for a counted step (0 for one fp16 skipped)."
-    ok = torch.isfinite(out.loss.detach()).float() if self.scaler.is_enabled() else 1.0  # fp16 skips such steps
+    fp16, w = self.scaler.is_enabled(), self._watch
+    bad = ~torch.isfinite(out.loss.detach())
+    ok = (~bad).float() if fp16 else 1.0  # fp16 skips such steps
     for k, v in {"loss": out.loss, **out.parts}.items():
         v = v.detach().float()
-        sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if self.scaler.is_enabled() else v)
+        sums[k] = sums.get(k, 0) + (torch.where(ok > 0, v, torch.zeros_like(v)) if fp16 else v)
+    began = torch.where(w["first"] >= 0, w["first"], torch.where(bad, step, -1))
+    w["first"] = torch.where(bad, began, -1) if fp16 else began  # fp16: the current run; else: the first of the run's
+    w["run"] = torch.where(bad, w["run"] + 1, 0)
+    if fp16:
+        scale = self.scaler._scale
+        w["skipped"] += (scale < w["scale"]).float(); w["scale"] = scale.clone()
     return ok
 
 # %% ../nbs/11_train.ipynb #ba019f98
@@ -577,8 +611,9 @@ def _pause_if_due(self: Trainer, i: int, sums: dict, n: int, finite, start: floa
     cfg = self.config
     due = cfg.checkpoint_minutes and time.time() - self._last_save >= 60 * cfg.checkpoint_minutes
     if not (self._interrupted.is_set() or due): return
+    self._check_finite({k: float(v) for k, v in sums.items()}, i)  # never save weights a non-finite step has spoilt
     self.partial = {"step": i + 1, "sums": {k: float(v) for k, v in sums.items()}, "n": n, "finite": float(finite),
-                    "seconds": time.time() - start}
+                    "seconds": time.time() - start, "skipped": float(self._watch.get("skipped", 0))}
     if self._interrupted.is_set(): bar.close(); self._stop()
     if self.rank == 0: self.save()
 
@@ -592,7 +627,8 @@ def _end_epoch(self: Trainer, sums: dict, n: int, finite, start: float, embeddin
            "lr": float(self.optimizer.param_groups[0]["lr"]),
            "spread": features.embedding_spread(embedding) if embedding is not None else float("nan"),
            "seconds": time.time() - start, "images_per_s": n * cfg.batch_size / (time.time() - start)}
-    if self.scaler.is_enabled(): row["nonfinite_steps"] = n - int(finite.item())
+    if self.scaler.is_enabled():  # losses that were not finite, and steps the scaler skipped (overflowing gradients too)
+        row["nonfinite_losses"], row["skipped_steps"] = n - int(finite.item()), int(self._watch["skipped"].item())
     self._check_finite(row, len(self.loader) - 1)
     if cfg.knn_every and (self.epoch % cfg.knn_every == 0 or self.epoch == cfg.epochs) and self.rank == 0:
         row["knn"] = self.knn()

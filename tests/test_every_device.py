@@ -4,6 +4,7 @@ the CPU. Every method trains a step on each; a run saved on any of them resumes 
 restored said in one warning. What the simulation cannot show (kernels, numerics, memory, speed) is
 `tests/gpu_check.py`'s, on a real GPU."""
 import gc
+import math
 import os
 import sys
 import warnings
@@ -37,7 +38,7 @@ def on(name: str):
 
 
 def small(out, method="sidae", **kw):
-    return quick_config(method, limit=64, batch_size=16, out=str(out), **{"epochs": 1, **kw})
+    return quick_config(method, out=str(out), **{"limit": 64, "batch_size": 16, "epochs": 1, **kw})
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -143,3 +144,47 @@ def test_compile_auto_trains_eagerly_when_the_capture_fails(tmp_path):
         assert [h["epoch"] for h in t.history] == [1, 2] and t._graph.failed
         with pytest.raises(CaptureError, match="compile='off'"):
             Trainer(small(tmp_path / "graphs", device="cuda", compile="graphs"), progress=False).fit()
+
+
+def _poison(t: Trainer, from_step: int, steps: int | None = None):
+    """Make the loss infinite from the run's step `from_step` (from 0) on, for `steps` steps (default: for good): a
+    factor on the device that multiplies the loss, read by every step, a captured one too."""
+    from ssl_ae.train import Trainer as T
+    factor, calls, forward, step = torch.ones((), device=t.device), [0], t.method.forward, t.step
+    def poisoned(*a, **k):
+        out = forward(*a, **k); return out._replace(loss=out.loss * factor)
+    def counted(*a, **k):
+        bad = calls[0] >= from_step and (steps is None or calls[0] < from_step + steps)
+        factor.fill_(float("inf") if bad else 1.0); calls[0] += 1
+        return step(*a, **k)
+    t.method.forward, t.step = poisoned, counted
+
+
+@pytest.mark.parametrize("device", ["cpu", "t4"])
+def test_a_diverged_run_is_reported_at_the_step_it_began(device, tmp_path):
+    """From step 41 on (epoch 2, step 9 of 32) every loss is infinite. The CPU stops at its next check; fp16's scaler
+    skips those steps, so a T4 stops once FP16_SKIPS of them came in a row — in epoch 3. Either way the error names
+    epoch 2, step 9, and last.pt holds finite weights. Before issue 38 both named the step of the check, and fp16 saved
+    epoch 2's mean of its good steps as if nothing had happened, its message saying 'in every step since the last check'."""
+    from ssl_ae.train import NonFiniteLossError
+    with on(device):
+        t = Trainer(small(tmp_path, device=DEVICES[device][1], limit=512, epochs=3), progress=False)
+        _poison(t, 40)
+        with pytest.raises(NonFiniteLossError, match="epoch 2, step 9") as e:
+            t.fit()
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(v.float()).all() for v in ck["model"].values() if v.is_floating_point())
+    if device == "cpu": assert ck["epoch"] == 1 and "at epoch 2, step 9" in str(e.value)
+    else:
+        assert ck["epoch"] == 2 and "skipped them" in str(e.value) and "last 49 steps" in str(e.value)  # 24 + 25 steps in a row
+        assert ck["history"][-1]["nonfinite_losses"] == 24 and ck["history"][-1]["skipped_steps"] >= 24
+
+
+def test_fp16_counts_a_skipped_step_and_goes_on(tmp_path):
+    "One infinite loss under fp16: the scaler skips that step, the epoch's row counts it, and training goes on."
+    with on("t4"):
+        t = Trainer(small(tmp_path, device="cuda", limit=512, epochs=2), progress=False)
+        _poison(t, 40, steps=1)
+        t.fit()
+    assert [h["nonfinite_losses"] for h in t.history] == [0, 1] and t.history[1]["skipped_steps"] >= 1
+    assert all(math.isfinite(h["loss"]) for h in t.history)
