@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,7 +24,8 @@ from .fused import MAX_FUSED_SIZE, can_fuse, fused_view
 # %% auto #0
 __all__ = ['LUMA', 'JITTER_OPS', 'PRESETS', 'sample_crop_boxes', 'resized_crop', 'hflip', 'rgb_to_gray', 'adjust_brightness',
            'adjust_contrast', 'adjust_saturation', 'adjust_hue', 'color_jitter', 'grayscale', 'gaussian_blur',
-           'solarize', 'Views', 'Augment', 'white_jitter', 'torchvision_equivalent', 'plot_views']
+           'solarize', 'Views', 'Augment', 'kernel_runs', 'use_kernel', 'white_jitter', 'torchvision_equivalent',
+           'plot_views']
 
 # %% ../nbs/04_augment.ipynb #2948bc1a
 def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -293,13 +295,13 @@ def _batched_view(self: Augment, x: torch.Tensor, boxes: torch.Tensor, u: torch.
 # %% ../nbs/04_augment.ipynb #33b8ca86
 @patch
 def view(self: Augment, x: torch.Tensor, generator: torch.Generator | None = None,
-         fused: bool | None = None, # one kernel per view (chapter 03); None: wherever it runs on a CUDA GPU
+         fused: bool | None = None, # one kernel per view (chapter 03); None: where it runs (`use_kernel`)
          memory_format=torch.contiguous_format, # of the views (the trainer asks for channels-last)
         ) -> tuple[torch.Tensor, torch.Tensor]:
     "One random view of every image of `x` (uint8 or float in [0, 1]), and its crop box."
     B, _, H, W = check_images(x).shape
     boxes, u, gray_u, blur_v, solarize_u = self._draws(B, H, W, generator, x.device)
-    if fused is None: fused = x.device.type == "cuda" and can_fuse(x, self.size)
+    if fused is None: fused = use_kernel(x, self.size)
     elif fused and not can_fuse(x, self.size):
         raise ValueError(f"the fused kernel needs Triton, images on a CUDA GPU (or TRITON_INTERPRET=1 on the CPU) "
                          f"and views and images of at most {MAX_FUSED_SIZE} pixels; got {x.device.type} images of "
@@ -316,6 +318,31 @@ def __call__(self: Augment, x: torch.Tensor, generator: torch.Generator | None =
     x1, box1 = self.view(x, generator, fused, memory_format)
     x2, box2 = self.view(x, generator, fused, memory_format)
     return Views(x1, x2, box1, box2)
+
+# %% ../nbs/04_augment.ipynb #5af4fd20
+_KERNEL: dict = {}  # str(device) → None where the fused kernel ran, else why it did not (one try per process and device)
+
+def kernel_runs(device) -> bool:
+    """Whether the fused kernel runs on `device` (a CUDA GPU): tried once per process on two 8-pixel images and waited
+    for; where it fails, one warning says why and the batched path makes the views."""
+    key = str(torch.device(device))
+    if key not in _KERNEL:
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing(): return True  # tried before recording
+        try:
+            x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8, device=device)
+            Augment().at(8).view(x, torch.Generator(device=x.device).manual_seed(0), fused=True)
+            if x.device.type == "cuda": torch.cuda.synchronize(x.device)  # a failed launch shows here, not later
+            _KERNEL[key] = None
+        except Exception as e:
+            _KERNEL[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            warnings.warn(f"the fused augmentation kernel does not run on {key} ({_KERNEL[key][:200]}): views take the "
+                          "batched path there (the same views, a few times slower); fused_augment=False "
+                          "(--no-fused-augment) skips the try", stacklevel=2)
+    return _KERNEL[key] is None
+
+def use_kernel(x: torch.Tensor, size: int) -> bool:
+    "Whether views of `x` at `size` come from the fused kernel when nobody says: on a CUDA GPU where it can and does run."
+    return x.device.type == "cuda" and can_fuse(x, size) and kernel_runs(x.device)
 
 # %% ../nbs/04_augment.ipynb #7d50f866
 def white_jitter(s: float = 0.25) -> Augment:

@@ -66,7 +66,7 @@ def config_from_args(args):
     fields = dict(method=method, dataset=dataset, data=data, download=args.download,
                   seed=args.seed, device=args.device,
                   amp=False if args.no_amp else {"auto": True, "off": False}.get(args.amp, args.amp),
-                  compile=args.compile, checkpoint_every=args.checkpoint_every,
+                  compile=args.compile, fused_augment=not args.no_fused_augment, checkpoint_every=args.checkpoint_every,
                   checkpoint_minutes=args.checkpoint_minutes, keep_every=args.keep_every,
                   out=args.out or default_out(method, dataset),
                   limit=args.limit, paper=args.paper, image_size=args.image_size)
@@ -417,6 +417,9 @@ def _run_flags(pre):
                      help="mixed precision: auto (bf16 on GPUs that have it, fp16 with a grad scaler on older ones "
                           "such as a T4, off on the CPU), bf16 or fp16 (forced, the CPU too), off (default: auto)")
     pre.add_argument("--no-amp", action="store_true", help="the same as --amp off")
+    pre.add_argument("--no-fused-augment", action="store_true",
+                     help="make the views with the batched path, not the fused Triton kernel (on a GPU where the kernel "
+                          "should not even be tried)")
     pre.add_argument("--compile", nargs="?", const="default", default="auto",
                      choices=["auto", "graphs", "default", "off"],
                      help="how a step runs: auto (the whole step as one CUDA graph on one GPU, eager elsewhere or where the "

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import PRESETS
+from .augment import PRESETS, use_kernel
 from fastcore.basics import patch
 
 from .checks import moved_names
@@ -82,6 +82,7 @@ class Config:
     device: str = "auto" # "auto" (CUDA, then MPS, then CPU), or a torch device string
     amp: bool | str = True # True: per device (`amp_dtype`); "bf16"/"fp16" force one (CPU too); False: off
     channels_last: bool = True # channels-last memory format on CUDA and the CPU (faster convolutions on both)
+    fused_augment: bool = True # views by the fused kernel where it runs (a CUDA GPU with Triton, ch. 03); False: batched
     compile: bool | str = "auto" # "auto" (a CUDA graph on one GPU, else eager), "graphs", "default", "off" (ch. 10)
     knn_every: int = 0 # kNN monitor every N epochs (0: off)
     knn_k: int | None = None # neighbours of the kNN monitor (SidAE 200, graded similarity 201)
@@ -321,6 +322,8 @@ def _build_optimisation(self: Trainer):
     self.loader = DeviceLoader(self.images, self.labels, cfg.batch_size // self.world, self.device, seed=cfg.seed,
                                rank=self.rank, world_size=self.world)
     self.augment = PRESETS[cfg.augment].at(cfg.image_size)
+    sample = self.loader.images[:1]  # where the views are made: the kernel where it runs, asked once (chapter 04)
+    self.fused = cfg.fused_augment and use_kernel(sample, self.augment.size)
     self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
     self.optimizer, self.scheduler = _optimizer_and_schedule(
         cfg, [p for p in self.method.parameters() if p.requires_grad], len(self.loader), fused=cuda)
@@ -346,7 +349,7 @@ def step(self: Trainer, xb: torch.Tensor, yb: torch.Tensor | None = None):
 def _compute(self: Trainer, xb: torch.Tensor, yb: torch.Tensor | None = None):
     "Views, forward, backward, optimiser and grad scaler: the part of a step a CUDA graph records."
     fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-    views = self.augment(xb, self.generator, memory_format=fmt) if self.method.n_views else None
+    views = self.augment(xb, self.generator, fused=self.fused, memory_format=fmt) if self.method.n_views else None
     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None,
                         cache_enabled=self._graph is None):  # a graph must not keep autocast's cached casts
         out = self.model(xb.float() / 255, views, yb)
@@ -665,7 +668,7 @@ def plot_history(history: list[dict], title: str | None = None):
 
 # %% ../nbs/11_train.ipynb #be4a6f15
 RUN_SETTINGS = ("device", "data", "download", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_every",
-                "compile", "out", "knn_every", "knn_k")  # how a run runs, not what it computes
+                "compile", "out", "knn_every", "knn_k", "fused_augment")  # how a run runs, not what it computes
 
 def train_or_resume(config: Config, progress: bool = True,
                     images=None, test=None, # images in memory (and a test split), as `Trainer` takes them

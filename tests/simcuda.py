@@ -323,6 +323,7 @@ def simulated_cuda(capability: tuple = (8, 0)):
         mock.patch("torch.cuda.current_device", lambda: 0),
         mock.patch("torch.cuda.set_device", lambda d: None),
         mock.patch("torch.cuda.synchronize", lambda d=None: None),
+        mock.patch("torch.cuda.is_current_stream_capturing", lambda: False),
         mock.patch("torch.cuda.get_device_capability", lambda d=None: capability),
         mock.patch("torch.cuda.get_device_name", lambda d=None: "simulated CUDA GPU (the CPU)"),
         mock.patch("torch.cuda.get_rng_state", lambda d=None: rng.get("state", torch.get_rng_state())),

@@ -188,3 +188,25 @@ def test_fp16_counts_a_skipped_step_and_goes_on(tmp_path):
         t.fit()
     assert [h["nonfinite_losses"] for h in t.history] == [0, 1] and t.history[1]["skipped_steps"] >= 1
     assert all(math.isfinite(h["loss"]) for h in t.history)
+
+
+def test_a_kernel_that_cannot_run_falls_back_with_one_warning(tmp_path):
+    """Triton installed but unable to run the kernel here (a P100's compute capability 6.0, no C compiler, an old
+    Triton): the first view on the device tries it once, warns once saying why, and every view takes the batched path.
+    Before issue 38 the first training step died with Triton's error. `fused_augment=False` does not even try."""
+    from unittest import mock
+    import ssl_ae.augment as A
+    refuse = mock.Mock(side_effect=RuntimeError("triton: compute capability 6.0 is not supported"))
+    with simulated_cuda(), mock.patch.object(A, "can_fuse", lambda x, size: True), \
+            mock.patch.object(A, "fused_view", refuse), mock.patch.object(A, "_KERNEL", {}):
+        with pytest.warns(UserWarning, match="kernel does not run on cuda:0 .*compute capability 6.0") as caught:
+            t = Trainer(small(tmp_path / "a", device="cuda"), progress=False)
+            t.fit()
+            A.PRESETS["simclr"].view(torch.zeros(4, 3, 32, 32, dtype=torch.uint8, device="cuda"))  # no second try
+        assert t.fused is False and refuse.call_count == 1 and len([w for w in caught if "kernel" in str(w.message)]) == 1
+        A._KERNEL.clear()
+        assert Trainer(small(tmp_path / "b", device="cuda", fused_augment=False), progress=False).fused is False
+        assert refuse.call_count == 1 and not A._KERNEL  # not tried
+    from ssl_ae.cli import config_from_args, parser
+    assert config_from_args(parser().parse_args(["pretrain", "--no-fused-augment"])).fused_augment is False
+    assert config_from_args(parser().parse_args(["pretrain"])).fused_augment is True
