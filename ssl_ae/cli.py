@@ -599,14 +599,14 @@ def parser() -> argparse.ArgumentParser:
 # %% ../nbs/17_cli.ipynb #7f73bacc
 def main(argv: list[str] | None = None) -> int:
     "Run the `ssl_ae` command with `argv` (default: the process's arguments); return the exit status."
-    from ssl_ae.train import CheckpointError, NonFiniteLossError
+    from ssl_ae.train import CheckpointError, GPUMemoryError, NonFiniteLossError
     args = parser().parse_args(argv)  # bad flags: exit status 2 and one line, from _Parser.error
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"ssl_ae {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, GPUMemoryError) as e:
         print(f"ssl_ae {args.command}: stopped: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # the trainer has saved its checkpoint and said how to resume

@@ -91,7 +91,7 @@ def _capture(self: CapturedStep, inputs):
     self.static, self.key = [None if x is None else x.clone() for x in inputs], self._key(inputs)
     try: self.replay, self.out = BACKEND.capture(self.fn, self.static, self.generators)
     except Exception as e:
-        if isinstance(e, torch.OutOfMemoryError): raise  # not the step's fault: the batch does not fit (the trainer says so)
+        if isinstance(e, torch.cuda.OutOfMemoryError): raise  # not the step's fault: the batch does not fit (the trainer says so)
         why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if not self.fallback:
             raise CaptureError(f"the training step could not be captured as a CUDA graph ({why}); train eagerly with "

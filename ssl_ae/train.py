@@ -36,8 +36,8 @@ from .papers import HOME, PAPERS, paper_preset
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'METHOD_OPTIONS', 'FP16_SKIPS', 'RUN_SETTINGS', 'lr_factor', 'Config', 'method_of', 'CheckpointError',
-           'save_atomic', 'checkpoint_path', 'load_checkpoint', 'NonFiniteLossError', 'Trainer', 'plot_history',
-           'train_or_resume']
+           'save_atomic', 'checkpoint_path', 'load_checkpoint', 'NonFiniteLossError', 'GPUMemoryError', 'Trainer',
+           'plot_history', 'train_or_resume']
 
 # %% ../nbs/11_train.ipynb #dcfbcd2b
 SCHEDULES = ("cosine", "warmup_constant", "warmup_cosine", "constant")
@@ -211,6 +211,9 @@ def _history_csv(history: list[dict], path: Path):
 # %% ../nbs/11_train.ipynb #8bc24224
 class NonFiniteLossError(RuntimeError):
     "The training loss became NaN or infinite."
+
+class GPUMemoryError(RuntimeError):
+    "A training step needed more GPU memory than there is; the message names a batch size that fits."
 
 # %% ../nbs/11_train.ipynb #d3cd02cd
 @contextmanager
@@ -503,9 +506,29 @@ def fit(self: Trainer, stop_after: int | None = None) -> list[dict]:
     with _deferred_interrupt() as interrupted:
         self._interrupted, self._last_save = interrupted, time.time()
         while self.epoch < last:
-            self._fit_epoch()
+            try: self._fit_epoch()
+            except torch.cuda.OutOfMemoryError as e: raise self._out_of_memory() from e
             if interrupted.is_set(): self._stop()
     return self.history
+
+@patch
+def _out_of_memory(self: Trainer) -> GPUMemoryError:
+    """What to say when a step ran out of GPU memory: where, how much the step reached, and a batch that fits — the
+    memory a batch takes beyond the fixed part (weights, gradients, optimiser state, the data on the GPU) grows with
+    its size, so the peak this batch reached scales down to 80 % of the GPU (at most half the batch, a power of two)."""
+    cfg, dev = self.config, self.device
+    total, peak = torch.cuda.get_device_properties(dev).total_memory, torch.cuda.max_memory_allocated(dev)
+    fixed = 4 * sum(p.numel() * p.element_size() for p in self.method.parameters()) + \
+        self.loader.images.numel() * self.loader.images.element_size()
+    fits = 0.8 * (total - fixed) / max(peak - fixed, 1) * cfg.batch_size
+    batch = max(1, min(cfg.batch_size // 2, 2 ** int(math.log2(max(fits, 1)))))
+    kept = self.out / "last.pt"
+    gib = lambda b: f"{b / 2 ** 30:.1f} GiB"
+    return GPUMemoryError(
+        f"out of GPU memory at epoch {self.epoch + 1}, step {self._at + 1} with batches of {cfg.batch_size} (the step "
+        f"reached {gib(peak)} of the GPU's {gib(total)}): a batch of {batch} fits — --batch-size {batch} (a paper's "
+        f"rate is per batch size: scale --lr with it); " +
+        (f"the checkpoint {kept} (epoch {self.epoch}) is kept" if kept.exists() else "no checkpoint was written yet"))
 
 # %% ../nbs/11_train.ipynb #011d4d59
 class _Progress:
@@ -554,6 +577,7 @@ def _fit_epoch(self: Trainer):
     self._watch_epoch(p.get("skipped", 0))
     bar = _Progress(len(self.loader), p["step"], f"epoch {self.epoch + 1}/{cfg.epochs}", self.progress)
     for i, (xb, yb) in enumerate(self.loader, start=p["step"]):
+        self._at = i  # where a step that fails (out of memory) was
         out = self.step(xb, yb if self.method.uses_labels else None)
         n, finite = n + 1, finite + self._accumulate(out, sums, self.epoch * len(self.loader) + i)
         if out.embedding is not None: embedding = out.embedding

@@ -210,3 +210,40 @@ def test_a_kernel_that_cannot_run_falls_back_with_one_warning(tmp_path):
     from ssl_ae.cli import config_from_args, parser
     assert config_from_args(parser().parse_args(["pretrain", "--no-fused-augment"])).fused_augment is False
     assert config_from_args(parser().parse_args(["pretrain"])).fused_augment is True
+
+
+def test_an_older_torch_is_refused_in_one_line():
+    "settings.ini's minimum, checked at import: an older torch gets one line with the command that fixes it."
+    import configparser
+    from pathlib import Path
+    from ssl_ae import MIN_TORCH, check_torch
+    need = ".".join(map(str, MIN_TORCH))
+    ini = configparser.ConfigParser(); ini.read(Path(__file__).parents[1] / "settings.ini")
+    assert f"torch>={need}" in ini["DEFAULT"]["requirements"].split()
+    with pytest.raises(ImportError, match=rf"needs torch >= {need}, and this is torch 2.1.2\+cu121: pip install"):
+        check_torch("2.1.2+cu121")
+    for fine in (need + ".0", "2.14.1+cu130", "3.0.0", "2.12.0a0+git1234"): check_torch(fine)
+
+
+def test_out_of_gpu_memory_ends_in_one_line_naming_a_batch_that_fits(tmp_path):
+    """A step that runs out of GPU memory (here: step 2 of epoch 2, on a 16 GiB GPU the step filled to 15 GiB) ends the
+    run with one line: where, how much, a batch size that fits, and the checkpoint kept. Before issue 38 nothing
+    handled it: torch's own error, and in a capture advice to turn compile off."""
+    from types import SimpleNamespace
+    from unittest import mock
+    from ssl_ae.train import GPUMemoryError
+    with simulated_cuda(), mock.patch("torch.cuda.get_device_properties", lambda d=None: SimpleNamespace(total_memory=16 * 2**30)), \
+            mock.patch("torch.cuda.max_memory_allocated", lambda d=None: 15 * 2**30):
+        t = Trainer(small(tmp_path, device="cuda", epochs=2), progress=False)
+        step, calls = t.step, [0]
+        def fails(*a, **k):
+            calls[0] += 1
+            if calls[0] == 6: raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return step(*a, **k)
+        t.step = fails
+        with pytest.raises(GPUMemoryError) as e:
+            t.fit()
+    said = str(e.value)
+    assert "\n" not in said and "at epoch 2, step 2 with batches of 16" in said and "15.0 GiB of the GPU's 16.0 GiB" in said
+    assert "--batch-size 8" in said and "(epoch 1) is kept" in said, said
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
