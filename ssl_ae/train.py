@@ -456,14 +456,18 @@ def _check_finite(self: Trainer, values: dict, # the loss and its parts, average
                  ):
     """Stop a run whose loss went non-finite, naming the step where it began (`_watch`): on the CPU and under bf16 at
     the first check after a non-finite loss, whose update spoilt the weights; under fp16, whose grad scaler skips such
-    steps and keeps the weights, once `FP16_SKIPS` steps in a row were skipped (more than its scale takes to settle)."""
+    steps and keeps the weights, once `FP16_SKIPS` steps in a row were skipped (more than its scale takes to settle), or
+    every step of an epoch."""
     w, n = getattr(self, "_watch", None), len(self.loader)
     first, run = (-1, 0) if w is None else (int(w["first"].item()), int(w["run"].item()))
     at = lambda s: f"epoch {s // n + 1}, step {s % n + 1}"
-    if self.scaler.is_enabled():
-        if run < FP16_SKIPS: return
+    if self.scaler.is_enabled():  # at an epoch's last step, a non-finite mean means that no step of the epoch counted
+        whole_epoch = step == n - 1 and not math.isfinite(values.get("loss", 0.0))
+        if run < FP16_SKIPS and not whole_epoch: return
         what = (f"the loss was non-finite in each of the last {run} steps, since {at(first)}: fp16's grad scaler skipped "
-                "them (the weights are those of the step before) and no smaller scale helped")
+                "them (the weights are those of the step before) and no smaller scale helped" if not whole_epoch else
+                f"the loss was non-finite in every step of epoch {self.epoch + 1} (since {at(first)}): fp16's grad "
+                "scaler skipped them all, and the weights did not move")
     else:
         bad = {k: v for k, v in values.items() if k != "spread" and not math.isfinite(v)}
         if not bad: return

@@ -141,7 +141,8 @@ def test_a_non_finite_fp16_step_is_skipped_not_fatal(tmp_path):
     trainer.model.forward = overflow_once
     scale = trainer.scaler.get_scale()
     trainer.fit()
-    assert trainer.history[0]["nonfinite_steps"] == 1 and trainer.history[1]["nonfinite_steps"] == 0
+    assert trainer.history[0]["nonfinite_losses"] == 1 and trainer.history[1]["nonfinite_losses"] == 0
+    assert trainer.history[0]["skipped_steps"] >= 1
     assert trainer.scaler.get_scale() < scale * 2 ** 20  # halved once on the way (it grows only after 2,000 good steps)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in trainer.history)
 
@@ -150,7 +151,16 @@ def test_fp16_that_never_recovers_stops_with_a_message(tmp_path):
     trainer = Trainer(config("sidae", tmp_path, amp="fp16", batch_size=4, log_every=2), progress=False)
     forward = trainer.model.forward
     trainer.model.forward = lambda *a, **k: (lambda o: o._replace(loss=o.loss * float("nan")))(forward(*a, **k))
-    with pytest.raises(NonFiniteLossError, match="more than fp16's grad scaler can skip"):
+    with pytest.raises(NonFiniteLossError, match="non-finite in each of the last 26 steps, since epoch 1, step 1: fp16's grad scaler skipped them"):
+        trainer.fit()
+
+
+def test_an_fp16_epoch_with_no_finite_step_stops(tmp_path):
+    "Fewer steps than FP16_SKIPS, every one non-finite: the epoch trained nothing, and the run says so."
+    trainer = Trainer(config("sidae", tmp_path, amp="fp16", batch_size=4, limit=24), progress=False)
+    forward = trainer.model.forward
+    trainer.model.forward = lambda *a, **k: (lambda o: o._replace(loss=o.loss * float("nan")))(forward(*a, **k))
+    with pytest.raises(NonFiniteLossError, match="non-finite in every step of epoch 1 .since epoch 1, step 1.: fp16's grad scaler skipped them all"):
         trainer.fit()
 
 
