@@ -34,6 +34,8 @@ def test_the_check_runs_every_step_and_writes_its_figures(tmp_path, monkeypatch)
     for name in ("cuda-tests", "suite-on-cuda"):  # the project's addopts name xdist's flags, which a GPU machine may lack
         cmd = dict((n, c) for n, c, _ in ran)[name]; assert cmd[cmd.index("-o") + 1] == "addopts="
     assert "--device" in dict((n, c) for n, c, _ in ran)["evaluate"] and "cuda" in dict((n, c) for n, c, _ in ran)["evaluate"]
+    quick = dict((n, e) for n, _, e in ran)["quick-start"]  # from cold kernel caches, as a new user's first run
+    assert {"TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"} <= set(quick) and all("cold_caches" in v for v in quick.values())
     figures = json.loads((tmp_path / "gpu_check.json").read_text())
     assert figures["environment"]["gpu"] == "a GPU" and "missing_extras" in figures["environment"]
     assert figures["steps"]["quick-start"]["summary"]["probe_accuracy"] == 0.4 and figures["steps"]["bench"]["figures"] == {"presets": []}
