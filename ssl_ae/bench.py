@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 
 import torch
@@ -358,21 +359,32 @@ def _lightly_step(cfg, dev: torch.device):
     return lightly_step
 
 # %% ../nbs/16_bench.ipynb #79700854
+class _PILTwoViews(torch.utils.data.Dataset):
+    "Images as PIL, each through a transform that returns its two views (lightly's `SimSiamTransform`), as lightly's users feed it."
+    def __init__(self, images, transform): self.images, self.transform = images, transform
+    def __len__(self): return len(self.images)
+    def __getitem__(self, i):
+        from PIL import Image
+        return tuple(self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy())))
+
 def _lightly_images_per_s(cfg, images: torch.Tensor, dev: torch.device, steps: int, warmup: int, workers: int,
-                          fed: bool = False, # views made beforehand on `dev` by our augmentation: no loader
+                          feed: str = "lightly", # "lightly": its transforms; "ours": our pipeline per image; "device": views made beforehand on `dev`
                          ) -> float:
-    "Images per second of `_lightly_step`, fed by torchvision's per-image pipeline in `workers` DataLoader processes."
+    "Images per second of `_lightly_step`, its views made as `feed` says (by `workers` DataLoader processes unless on the device)."
     lightly_step = _lightly_step(cfg, dev)
-    if fed:
+    if feed == "device":
         g, aug = torch.Generator(dev).manual_seed(0), PRESETS[cfg.augment]
         batches = iter([aug(b.to(dev), g)[:2] for b in images.split(cfg.batch_size)])
     else:
+        if feed == "lightly":
+            from lightly.transforms import SimSiamTransform
+            data = _PILTwoViews(images, SimSiamTransform(input_size=images.shape[-1]))
+        else: data = _TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment]))
         batches = iter(torch.utils.data.DataLoader(
-            _TwoViews(images, torchvision_equivalent(PRESETS[cfg.augment])), batch_size=cfg.batch_size, shuffle=True,
-            drop_last=True, num_workers=workers, pin_memory=dev.type == "cuda",
-            persistent_workers=workers > 0))  # forked, as lightly's users run it: measured before any graph is recorded
+            data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+            pin_memory=dev.type == "cuda", persistent_workers=workers > 0))  # forked, as lightly's users run it: before any graph is recorded
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for _ in range(warmup + (0 if fed else workers)): lightly_step(*next(batches))  # every worker started and delivering
+    for _ in range(warmup + (0 if feed == "device" else workers)): lightly_step(*next(batches))  # every worker delivering
     sync(); start = time.perf_counter()
     for _ in range(steps): lightly_step(*next(batches))
     sync()
@@ -383,9 +395,11 @@ def bench_lightly(device: str = "auto",
                   steps: int = 20, warmup: int = 5, # timed steps, after warm-up steps
                   batch_size: int | None = None, # None: SimSiam's CIFAR-10 preset (512)
                   workers: int | None = None, # lightly's DataLoader workers (None: every CPU core)
+                  runs: int = 3, # repeats of each measurement: the median is reported, and every run
                  ) -> dict:
-    """Images per second of SimSiam's CIFAR-10 step: ssl_ae's `Trainer` against lightly's SimSiam heads and loss fed by
-    torchvision's per-image pipeline in DataLoader workers, with the same backbone, bf16 and channels-last on a GPU."""
+    """Images per second of SimSiam's CIFAR-10 step: ssl_ae's `Trainer`, eager and captured, against lightly's SimSiam
+    heads and loss fed as its users feed them (its own transforms in DataLoader workers), fed our pipeline per image, and
+    fed views on the device; the same backbone, bf16 and channels-last on a GPU. Each the median of `runs` (all kept)."""
     import os, tempfile
     import lightly
     from ssl_ae.devices import resolve_device
@@ -395,17 +409,21 @@ def bench_lightly(device: str = "auto",
                        **({"batch_size": batch_size} if batch_size else {})).resolved()
     workers = os.cpu_count() if workers is None else workers
     images = torch.randint(0, 256, (cfg.batch_size * (steps + warmup + workers), 3, 32, 32), dtype=torch.uint8)
-    result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options}
+    result = {"batch_size": cfg.batch_size, "backbone": cfg.backbone, "options": cfg.options, "runs": runs}
     dev = resolve_device(cfg.device)
+    def measured(name: str, f):
+        "The median of `runs` measurements under `name`, every one kept under `name`_runs."
+        result[f"{name}_runs"] = [f() for _ in range(runs)]
+        result[name] = statistics.median(result[f"{name}_runs"])
     # lightly first: its DataLoader forks workers, and a worker forked after a CUDA graph was recorded aborted (H200)
-    result["lightly_images_per_s"] = _lightly_images_per_s(cfg, images, dev, steps, warmup, workers)
+    for key, feed, n in (("lightly", "lightly", workers), ("lightly_our_pipeline", "ours", workers), ("lightly_fed", "device", 0)):
+        measured(f"{key}_images_per_s", lambda: _lightly_images_per_s(cfg, images, dev, steps, warmup, n, feed))
     result["lightly_workers"] = workers
-    result["lightly_fed_images_per_s"] = _lightly_images_per_s(cfg, images, dev, steps, warmup, 0, fed=True)
     for name, mode in (("ours_eager", "off"), ("ours", "auto")):
         t = Trainer(dataclasses.replace(cfg, compile=mode), progress=False, images=images)
-        result[f"{name}_images_per_s"] = cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps)
+        measured(f"{name}_images_per_s", lambda: cfg.batch_size / _time_steps(t, iter(t.loader), warmup, steps))
         result["device"], result["mode"] = str(t.device), t.mode
         del t
-    result["speedup"] = result["ours_images_per_s"] / result["lightly_images_per_s"]
+    result["speedup"] = result["ours_images_per_s"] / result["lightly_images_per_s"]  # against lightly as its users run it
     result["lightly_version"] = lightly.__version__
     return result

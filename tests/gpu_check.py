@@ -35,8 +35,9 @@ Packages it needs beyond torch, torchvision, numpy, pillow, matplotlib, tqdm and
 - scipy: the studies' statistics (`ssl_ae.study`: the tutorials' verdicts and power; mlxtend needs it too);
 - nbformat and its dependencies (fastjsonschema, jsonschema, jsonschema-specifications, referencing, rpds-py, attrs,
   jupyter-core, platformdirs, traitlets): the tests that read notebooks. Without it they are skipped.
-- lightly: the peer comparison (`bench_lightly`); without it that figure is left out. Do not carry hydra-core with it:
-  its pytest plugin breaks every pytest run when antlr4 is missing;
+- lightly: the peer comparison (`bench_lightly`), and lightning-utilities, which lightly's own transforms import; without
+  them that figure is left out. Do not carry hydra-core with it: its pytest plugin breaks every pytest run when antlr4 is
+  missing;
 - IPython and ipywidgets: not needed (tests/test_widgets.py is skipped without them).
 """
 from __future__ import annotations
