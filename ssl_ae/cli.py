@@ -163,8 +163,16 @@ def _pretrain(args) -> int:
     if args.resume is not None:  # the run in a folder (or its checkpoint), checked before anything trains
         resume = checkpoint_path(args.resume or args.out or default_out(args.method or "sidae", _dataset_of(args)[0]))
         ckpt = load_checkpoint(resume, method=args.method)  # the reason if unreadable; refuses another method's
+        target = args.epochs or ckpt["config"]["epochs"]
+        if ckpt["epoch"] >= target and not ckpt.get("partial"):  # finished: nothing to train, nothing to rewrite
+            print(f"{resume} is a finished run ({ckpt['config']['method']} on {ckpt['config']['dataset']}, epoch "
+                  f"{ckpt['epoch']} of {target}): nothing to train, and its files stay as they are (--epochs N with N > "
+                  f"{ckpt['epoch']} trains it further; ssl_ae evaluate {resume.parent} probes it again)")
+            summary = resume.with_name("summary.json")
+            if summary.exists(): _print_summary(json.loads(summary.read_text()))
+            return 0
         if not args.quiet: print(f"resuming {resume}: {ckpt['config']['method']} on {ckpt['config']['dataset']}, "
-                                 f"epoch {ckpt['epoch']} of {args.epochs or ckpt['config']['epochs']}")
+                                 f"epoch {ckpt['epoch']} of {target}")
         s = pretrain_and_evaluate(None, resume=resume, **run, **({"epochs": args.epochs} if args.epochs else {}))
     else:
         cfg, sources = resolve_settings(args)
@@ -177,7 +185,7 @@ def _pretrain(args) -> int:
 # %% ../nbs/17_cli.ipynb #0d1a5e37
 def _export(args) -> int:
     from ssl_ae.evaluate import export_backbone
-    info = export_backbone(args.checkpoint, args.out)
+    info = export_backbone(args.checkpoint, args.out, overwrite=args.overwrite)
     numbers = sum(v.numel() for v in info["state_dict"].values())
     print(f"wrote {info['path']} ({info['architecture']} encoder, {numbers:,} numbers, {info['out_dim']}-d features) "
           f"and {info['json']} (its input: {info['image_size']} px, RGB in [0, 1], mean and std; and how to rebuild "
@@ -204,6 +212,10 @@ def _evaluate(args) -> int:
     from ssl_ae.features import knn_accuracy
     from ssl_ae.train import checkpoint_path, load_checkpoint
     if args.threads: torch.set_num_threads(args.threads)
+    written = checkpoint_path(args.checkpoint).with_name("evaluation.json")
+    if written.exists() and not args.overwrite:
+        raise ValueError(f"{written} exists (an earlier evaluation): --overwrite replaces it; --json --no-save prints "
+                         "without writing")
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt["config"]
     method = load_method(args.checkpoint, resolve_device(args.device))
@@ -222,7 +234,7 @@ def _evaluate(args) -> int:
         "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
         "train_images": len(xtr), "test_images": len(xte),
         "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
-    checkpoint_path(args.checkpoint).with_name("evaluation.json").write_text(json.dumps(result, indent=2))
+    if not args.no_save: written.write_text(json.dumps(result, indent=2))
     if args.json: print(json.dumps(result)); return 0
     _print_evaluation(result, table, args.seeds)
     return 0
@@ -283,6 +295,10 @@ def _bench_profile(args) -> int:
 # %% ../nbs/17_cli.ipynb #20f6bf08
 def _bench_capture(args) -> int:
     from ssl_ae.bench import bench_capture
+    from ssl_ae.devices import resolve_device
+    if resolve_device(args.device).type != "cuda":
+        raise ValueError(f"bench capture times CUDA graphs, so it needs a CUDA GPU ({args.device} here is "
+                         f"{resolve_device(args.device).type}); on a CPU, ssl_ae bench step and bench profile time the step")
     r = bench_capture(device=args.device, steps=args.steps)
     rows = [(
         p["preset"],
@@ -480,8 +496,9 @@ def _add_evaluate(sub):
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, mps (default: auto)")
     ev.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch (default: one per core)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.add_argument("--overwrite", action="store_true", help="replace the run's evaluation.json if there is one (else: refused)")
+    ev.add_argument("--no-save", action="store_true", help="print only: write no evaluation.json")
     ev.set_defaults(run=_evaluate)
-
 
 # %% ../nbs/17_cli.ipynb #7a8f3b0d
 def _add_export(sub):
@@ -492,10 +509,10 @@ def _add_export(sub):
         "stem, White's network or the small network) and, beside it as JSON, the input normalisation, the image size "
         "and the line of code that rebuilds the network: m.load_state_dict(torch.load(OUT, weights_only=True)).")
     exp.add_argument("checkpoint", help="a run folder, or a last.pt or epoch_NNN.pt in one")
-    exp.add_argument("out", help="the weights file to write, e.g. encoder.pt (its .json beside it), or a folder to "
-                                 "write encoder.pt and encoder.json into")
+    exp.add_argument("out", help="the weights file to write, e.g. encoder.pt (its .json beside it), or a folder (one "
+                                 "that exists, or a name ending in /) to write encoder.pt and encoder.json into")
+    exp.add_argument("--overwrite", action="store_true", help="replace the files if they exist (else: refused)")
     exp.set_defaults(run=_export)
-
 
 # %% ../nbs/17_cli.ipynb #1a73d937
 def _add_bench_augment(what):
@@ -553,7 +570,7 @@ def _add_bench_profile(what):
 # %% ../nbs/17_cli.ipynb #b89834c6
 def _add_bench_capture(what):
     cap = what.add_parser(
-        "capture", help="images per second of each paper preset: eager vs the whole step as one CUDA graph",
+        "capture", help="(a CUDA GPU) images per second of each paper preset: eager vs the whole step as one CUDA graph",
         description="Each paper preset's training step, eagerly and as compile=auto runs it (one CUDA graph on a GPU), "
         "beside the bound that its FLOPs set at 790 TFLOP/s; and the quick start's training time.")
     cap.add_argument("--steps", type=_positive, default=20, help="timed steps of each (default: 20)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -533,16 +534,24 @@ _BUILD = {  # the code that rebuilds each backbone with torch and torchvision al
 }
 
 def export_backbone(checkpoint: str | Path, # a last.pt or epoch_NNN.pt, or a run folder
-                    out: str | Path, # the weights file to write (e.g. encoder.pt), or a folder to write encoder.pt into
+                    out: str | Path, # the weights file to write (e.g. encoder.pt), or a folder (existing, or named with a
+                                     # trailing slash) to write encoder.pt into
+                    overwrite: bool = False, # replace files already there (else refuse, in one line)
                    ) -> dict:
     """Write a checkpoint's encoder as a plain state dict (`out`, loadable with `load_state_dict`) and, beside it as
     JSON (`out` with `.json`), its input normalisation, image size and the line of torch/torchvision code that rebuilds
     it; return the JSON's contents with the paths written and the state dict."""
     ckpt = load_checkpoint(checkpoint)
     method, cfg = load_method(checkpoint), Config(**ckpt["config"])
-    out = Path(out) / "encoder.pt" if Path(out).is_dir() else Path(out)
+    folder = Path(out).is_dir() or str(out).endswith(("/", os.sep))
+    if folder: Path(out).mkdir(parents=True, exist_ok=True)
+    out = Path(out) / "encoder.pt" if folder else Path(out)
     if not out.parent.is_dir():
         raise ValueError(f"cannot write {out}: {out.parent} is not a folder; create it or pass another path.")
+    there = [p for p in (out, out.with_suffix(".json")) if p.exists()]
+    if there and not overwrite:
+        raise ValueError(f"{' and '.join(map(str, there))} already exist{'s' * (len(there) == 1)}: pass another path, or "
+                         "overwrite=True (--overwrite) to replace them.")
     name = method.backbone_name
     # White's and the small network are plain stacks of torch layers, whose reprs are the code that builds them
     build = _BUILD.get(name) or "m = torch.nn.Sequential(" + ", ".join(f"torch.nn.{layer!r}"

@@ -99,3 +99,46 @@ def test_the_probe_trains_on_the_images_a_limited_run_pretrained_on(tmp_path):
     assert len(xtr) == len(ytr) == 128 and torch.equal(xtr, t.images[:128]) and len(xte) == 2_000
     full = Trainer(quick_config("sidae", limit=None, out=str(tmp_path / "full")), progress=False)
     assert len(_labelled_splits(full)[0][0]) == 10_000  # the quick start's probe: unchanged
+
+
+def _tiny_run(tmp_path):
+    "A finished two-epoch quick-start run (64 toy images) in tmp_path/run, as `ssl_ae pretrain` leaves it."
+    status, out, err = in_process("pretrain", "--limit", "64", "--epochs", "2", "--batch-size", "32", "--out",
+                                  str(tmp_path / "run"), "--quiet")
+    assert status == 0, err
+    return tmp_path / "run"
+
+
+def test_nothing_a_user_made_is_overwritten_without_asking(tmp_path):
+    """Issue 39: export, evaluate and resuming a finished run each replaced files (an earlier encoder.pt, the run's
+    evaluation.json, summary.json's timings). Now each refuses in one line, or says the run is finished and leaves it."""
+    run = _tiny_run(tmp_path)
+    summary = (run / "summary.json").read_text()
+    # export: a second write is refused, --overwrite replaces; a name ending in / is a folder
+    assert in_process("export", str(run), str(tmp_path / "enc.pt"))[0] == 0
+    status, _, err = in_process("export", str(run), str(tmp_path / "enc.pt"))
+    assert status == 2 and "already exist: pass another path, or overwrite=True (--overwrite)" in err and err.count("\n") == 1
+    assert in_process("export", str(run), str(tmp_path / "enc.pt"), "--overwrite")[0] == 0
+    assert in_process("export", str(run), str(tmp_path / "new_dir") + "/")[0] == 0
+    assert (tmp_path / "new_dir" / "encoder.pt").exists() and (tmp_path / "new_dir" / "encoder.json").exists()
+    assert not (tmp_path / "new_dir.json").exists()
+    # evaluate: its JSON is not replaced unless asked; --no-save writes nothing
+    args = ("evaluate", str(run), "--seeds", "1", "--limit", "64", "--fractions", "1.0")
+    assert in_process(*args)[0] == 0 and (run / "evaluation.json").exists()
+    before = (run / "evaluation.json").read_text()
+    status, _, err = in_process(*args)
+    assert status == 2 and "evaluation.json exists (an earlier evaluation): --overwrite replaces it" in err
+    assert in_process(*args, "--no-save", "--overwrite")[0] == 0 and (run / "evaluation.json").read_text() == before
+    # resuming a finished run trains nothing and rewrites nothing
+    status, out, _ = in_process("pretrain", "--resume", str(run))
+    assert status == 0 and "is a finished run (sidae on toy, epoch 2 of 2): nothing to train" in out
+    assert (run / "summary.json").read_text() == summary
+
+
+def test_bench_capture_without_a_gpu_refuses_at_once():
+    "It ran 11 minutes printing nothing on a CPU-only machine; now one line, in well under a second of work."
+    import time
+    start = time.time()
+    status, out, err = in_process("bench", "capture", "--device", "cpu")
+    assert status == 2 and "needs a CUDA GPU" in err and err.count("\n") == 1 and time.time() - start < 20
+    assert "(a CUDA GPU)" in in_process("bench", "--help")[1]
