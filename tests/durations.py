@@ -22,7 +22,10 @@ def file_seconds(log: str) -> dict:
 
 
 if __name__ == "__main__":
-    seconds = file_seconds(Path(sys.argv[1]).read_text())
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("log", type=Path, help="a pytest log run with --durations=0")
+    seconds = file_seconds(ap.parse_args().log.read_text())
     out = Path(__file__).with_name("durations.json")
     out.write_text(json.dumps(seconds, indent=0) + "\n")
     print(f"{out}: {len(seconds)} files, {sum(seconds.values()):.0f} s in all")

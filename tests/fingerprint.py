@@ -17,6 +17,10 @@ try: from ssl_ae.recipes import quick_config
 except ImportError: from ssl_ae.train import quick_config  # before issue 20
 
 if __name__ == "__main__":
+    import argparse
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                            epilog="python tests/fingerprint.py > before.txt, then on the new commit: "
+                                   "python tests/fingerprint.py | diff before.txt -").parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     for m in sorted(METHODS):

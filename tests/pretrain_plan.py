@@ -28,7 +28,15 @@ def plan(notebook: Path) -> dict:
 
 
 if __name__ == "__main__":
-    notebook, part, parts = Path(sys.argv[1]).resolve(), int(sys.argv[2]), int(sys.argv[3])
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                 epilog="PARTS = 0 lists the plan without training anything.")
+    ap.add_argument("notebook", type=Path, help="the tutorial whose PLAN to train")
+    ap.add_argument("part", type=int, help="which part this process trains (0 to PARTS - 1)")
+    ap.add_argument("parts", type=int, help="how many processes share the plan")
+    args = ap.parse_args()
+    if not args.notebook.is_file(): ap.error(f"no such notebook: {args.notebook}")
+    notebook, part, parts = args.notebook.resolve(), args.part, args.parts
     os.chdir(notebook.parent)
     runs = plan(notebook)
     names = sorted(runs)

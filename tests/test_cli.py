@@ -142,3 +142,25 @@ def test_bench_capture_without_a_gpu_refuses_at_once():
     status, out, err = in_process("bench", "capture", "--device", "cpu")
     assert status == 2 and "needs a CUDA GPU" in err and err.count("\n") == 1 and time.time() - start < 20
     assert "(a CUDA GPU)" in in_process("bench", "--help")[1]
+
+
+def test_every_script_a_user_is_told_to_run_has_help(tmp_path):
+    "Each script under tests/ that the docs tell someone to run answers --help (execute_notebooks.py was a traceback)."
+    from pathlib import Path
+    tests = Path(__file__).parent
+    for script in ("execute_notebooks.py", "run_plain.py", "gpu_check.py", "fingerprint.py", "pretrain_plan.py", "durations.py"):
+        r = subprocess.run([sys.executable, str(tests / script), "--help"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.startswith("usage:") and not r.stderr.strip(), (script, r.stderr[-500:])
+
+
+def test_a_tutorial_executed_at_another_scale_leaves_its_page(monkeypatch, tmp_path):
+    "Executed at the default (smoke) scale, a tutorial's copy goes to executed/; its page keeps the cpu outputs."
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from execute_notebooks import destination
+    page, chapter = Path("nbs/tutorials/01_sidae.ipynb"), Path("nbs/11_train.ipynb")
+    monkeypatch.delenv("SSL_AE_SCALE", raising=False)
+    assert destination(page) == Path("executed/01_sidae.ipynb") and destination(chapter) == chapter
+    assert destination(page, update=True) == page and destination(page, out=tmp_path) == tmp_path / "01_sidae.ipynb"
+    monkeypatch.setenv("SSL_AE_SCALE", "cpu")
+    assert destination(page) == page  # regenerating the page's committed results
