@@ -197,8 +197,10 @@ def _export(args) -> int:
 # %% ../nbs/17_cli.ipynb #d63360f7
 def _print_evaluation(result: dict, table: dict, seeds: int):
     "kNN accuracy, then the probe's accuracy and standard error at each label fraction."
+    bn = ("after BatchNorm recalibration on clean images, as the probe reads them" if result["knn_bn_recalibrated"] else
+          "with BatchNorm as trained, as the training's kNN monitor reads them")
     print(f"{result['method']} on {result['dataset']}, epoch {result['epoch']}: "
-          f"kNN accuracy {result['knn_accuracy']:.1%}")
+          f"kNN accuracy {result['knn_accuracy']:.1%} (features {bn})")
     print(f"  {'labels':<10}{'linear probe':>14}{'s.e.':>8}   ({seeds} seeds, {result['protocol']} protocol)")
     for f, (m, se) in table.items(): print(f"  {f:<10.0%}{m:>14.1%}" + (f"{se:>8.1%}" if se == se else f"{'–':>8}"))
 
@@ -231,7 +233,8 @@ def _evaluate(args) -> int:
              else probe_images(method, xtr, ytr, xte, yte, fractions, seeds, p))
     result = {
         "checkpoint": str(args.checkpoint), "method": cfg["method"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"],
-        "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "protocol": args.protocol,
+        "knn_accuracy": knn_accuracy(ftr, ytr, fte, yte, k=cfg.get("knn_k") or 200), "knn_bn_recalibrated": p.recalibrate,
+        "protocol": args.protocol,
         "train_images": len(xtr), "test_images": len(xte),
         "linear_probe": {str(f): {"mean": m, "standard_error": se} for f, (m, se) in table.items()}}
     if not args.no_save: written.write_text(json.dumps(result, indent=2))

@@ -164,3 +164,13 @@ def test_a_tutorial_executed_at_another_scale_leaves_its_page(monkeypatch, tmp_p
     assert destination(page, update=True) == page and destination(page, out=tmp_path) == tmp_path / "01_sidae.ipynb"
     monkeypatch.setenv("SSL_AE_SCALE", "cpu")
     assert destination(page) == page  # regenerating the page's committed results
+
+
+def test_the_knn_line_says_which_features_it_read(tmp_path):
+    "Training's monitor and evaluate gave two kNN accuracies for one checkpoint; the line now says whose features it read."
+    run = _tiny_run(tmp_path)
+    status, out, _ = in_process("evaluate", str(run), "--seeds", "1", "--limit", "64", "--fractions", "1.0", "--no-save")
+    assert status == 0 and "(features after BatchNorm recalibration on clean images, as the probe reads them)" in out
+    status, out, _ = in_process("evaluate", str(run), "--seeds", "1", "--limit", "64", "--fractions", "1.0", "--no-save",
+                                "--no-recalibrate", "--json")
+    assert status == 0 and json.loads(out)["knn_bn_recalibrated"] is False
