@@ -156,7 +156,7 @@ def _print_summary(s: dict):
 def _pretrain(args) -> int:
     import torch
     from ssl_ae.evaluate import pretrain_and_evaluate
-    from ssl_ae.train import checkpoint_path, load_checkpoint
+    from ssl_ae.train import checkpoint_path, load_checkpoint, method_of
     if args.threads: torch.set_num_threads(args.threads)
     run = dict(protocol=args.protocol, recalibrate=False if args.no_recalibrate else None, progress=not args.quiet,
                tensorboard=args.tensorboard)
@@ -176,6 +176,7 @@ def _pretrain(args) -> int:
         s = pretrain_and_evaluate(None, resume=resume, **run, **({"epochs": args.epochs} if args.epochs else {}))
     else:
         cfg, sources = resolve_settings(args)
+        method_of(cfg, n_classes=10)  # a bad option (w, lam, tau, alpha, kind, beta, ...) fails here, before the table
         _check_out(cfg.out, args.overwrite)
         if not args.quiet: _print_settings(cfg, sources)
         s = pretrain_and_evaluate(cfg, sources=sources, **run)

@@ -174,3 +174,17 @@ def test_the_knn_line_says_which_features_it_read(tmp_path):
     status, out, _ = in_process("evaluate", str(run), "--seeds", "1", "--limit", "64", "--fractions", "1.0", "--no-save",
                                 "--no-recalibrate", "--json")
     assert status == 0 and json.loads(out)["knn_bn_recalibrated"] is False
+
+
+def test_a_bad_method_option_is_refused_before_the_settings_table(tmp_path):
+    "Seven of issue 39's bad inputs printed the 14-15-line settings table first and the error last; now one line, first."
+    cases = [(["--w", "-0.1"], "w must be in [0, 1]; got -0.1"), (["--w", "nan"], "w must be in [0, 1]; got nan"),
+             (["--method", "simsiam_gs", "--lam", "0"], "lam must be in (0, 1]; got 0.0"),
+             (["--method", "simclr", "--tau", "0"], "tau must be > 0; got 0.0"),
+             (["--method", "dae_embed", "--alpha", "-1"], "alpha must be >= 0; got -1.0"),
+             (["--method", "dae_embed", "--kind", "l3"], "kind must be one of l1, l2, ncs; got 'l3'"),
+             (["--method", "aasae", "--beta", "-1"], "beta must be >= 0; got -1.0")]
+    for args, said in cases:
+        status, out, err = in_process("pretrain", *args, "--out", str(tmp_path / "run"), "--epochs", "1")
+        assert status == 2 and out == "" and said in err and err.count("\n") == 1, (args, out[:200], err)
+    assert not (tmp_path / "run").exists()
