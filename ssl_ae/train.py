@@ -529,7 +529,7 @@ def _out_of_memory(self: Trainer) -> GPUMemoryError:
     kept = self.out / "last.pt"
     gib = lambda b: f"{b / 2 ** 30:.1f} GiB"
     return GPUMemoryError(
-        f"out of GPU memory at epoch {self.epoch + 1}, step {self._at + 1} with batches of {cfg.batch_size} (the step "
+        f"out of GPU memory at epoch {self.epoch + 1}, step {getattr(self, '_at', 0) + 1} with batches of {cfg.batch_size} (the step "
         f"reached {gib(peak)} of the GPU's {gib(total)}): a batch of {batch} fits — --batch-size {batch} (a paper's "
         f"rate is per batch size: scale --lr with it); " +
         (f"the checkpoint {kept} (epoch {self.epoch}) is kept" if kept.exists() else "no checkpoint was written yet"))

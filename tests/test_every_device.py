@@ -149,7 +149,6 @@ def test_compile_auto_trains_eagerly_when_the_capture_fails(tmp_path):
 def _poison(t: Trainer, from_step: int, steps: int | None = None):
     """Make the loss infinite from the run's step `from_step` (from 0) on, for `steps` steps (default: for good): a
     factor on the device that multiplies the loss, read by every step, a captured one too."""
-    from ssl_ae.train import Trainer as T
     factor, calls, forward, step = torch.ones((), device=t.device), [0], t.method.forward, t.step
     def poisoned(*a, **k):
         out = forward(*a, **k); return out._replace(loss=out.loss * factor)
